@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from deploykit import history
+from deploykit.clock import shielded
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
 from deploykit.lambda_chain import get_alias, latest_as_served, read_version_and_alias, routed_versions
@@ -50,11 +52,27 @@ from deploykit.watch import (
     looks_of,
     parse_duration,
     sums_before,
+    too_many_errors,
 )
 
 NAMESPACE = "AWS/Lambda"
 # how a failed canary's message ends once it took itself back: the environment is as before (deploykit.report)
 TAKEN_BACK = "alone again"
+
+
+class AliasChanged(StepFailed):
+    """The alias was changed by other means during a canary (a person in the console): the canary stops, judging
+    nothing, and leaves the alias as that change left it."""
+
+
+def _live_entry(ctx: Context, function: str) -> Mapping[str, str]:
+    """The live record's entry of ``function`` (what the last deploy that passed left: its commit, its version);
+    {} when there is none or it cannot be read (then nothing says a version is not verified)."""
+    try:
+        found = history.History.of(ctx.aws, ctx.env)
+        return found.live().get(f"lambda:{function}", {}) if found is not None else {}
+    except (BotoCoreError, ClientError, history.LiveRecordUnreadable):
+        return {}
 
 
 def takes_it_back(max_error_rate: float, compare: bool, old: str) -> str:
@@ -177,7 +195,10 @@ class CanaryRelease(Step):
         )
         old = str(current["FunctionVersion"])
         if old == new:
-            return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")
+            judged_by = self._judged_by(ctx, new, routed_versions(current))
+            if judged_by is None:
+                return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")
+            old = judged_by
         versions = [new, old]
         # counted from before the shift, so that no request the new version answers goes uncounted
         since = Since(ctx, version_queries(self.function_name, self.alias, versions))
@@ -203,7 +224,9 @@ class CanaryRelease(Step):
                 f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
                 f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back{rate}"
             )
-            counts, alarmed = self._watch(ctx, since, new, old, before)
+            counts, alarmed = self._watch(ctx, since, new, old, before, share)
+        except AliasChanged:  # someone else's routing now: not undone
+            raise
         except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
             self._take_back(ctx, client, old, revision)
             raise
@@ -227,8 +250,10 @@ class CanaryRelease(Step):
             if not self._take_back(ctx, client, old, revision):
                 raise carry(
                     StepFailed(
-                        f"{failed}; but taking it back failed: {self.alias} may still route {self.percent:g}% to it",
-                        next_step=self._clear_command(old),
+                        f"{failed}; but taking it back failed: {self._as_it_is(client, new)}; $LATEST still runs its "
+                        "code, which a deploy of the function's stack would publish",
+                        next_step=f"{self._clear_command(old)}; then inv deploy.lambda {self.function} --env "
+                        f"{ctx.env.name} (it puts $LATEST back on what serves)",
                     ),
                     [],
                     culprit,
@@ -247,21 +272,62 @@ class CanaryRelease(Step):
             f"(version {old}: {counts[old]})"
         )
         if counts[new].requests == 0:
-            detail += "; no request reached it, nothing to judge it by (smoke checks it next)"
+            detail += "; no request reached it, nothing to judge it by (only what runs after the canary checks it)"
+            ctx.reporter.line(f"⚠️  {detail}")
+        elif too_many_errors(counts[new], self.max_error_rate):
+            many = counts[new].requests
+            detail += (
+                f"; version {new} failed {counts[new].rate:.0%} of them, but {many} request{'s' if many != 1 else ''} "
+                f"cannot tell that from version {old}'s own errors ({counts[old].rate:.0%}): not judged (a longer "
+                "--bake, or more traffic, lets the canary judge it)"
+            )
             ctx.reporter.line(f"⚠️  {detail}")
         return Outcome.done(detail, **{f"{self.function}.canary_version": new})
 
+    def _judged_by(self, ctx: Context, new: str, weights: Mapping[str, float]) -> str | None:
+        """The version a canary of ``new`` starts from when the alias's own version is ``new`` already: the one the
+        live record verified, when it is another (an earlier run's release left serving, never verified: a smoke
+        that failed and a rollback that did not go through), else the one a split routes to besides (set by hand:
+        ``new`` never passed a canary). None when ``new`` serves alone and nothing says it is not verified: nothing
+        to try. Said when the canary goes on: the alias is split anew, ``new`` taking its share."""
+        entry = _live_entry(ctx, self.function)
+        verified = str(entry.get("version") or "") if entry.get("sha") else ""
+        others = [version for version in weights if version != new]
+        judged_by = verified if verified and verified != new else (others[0] if others else None)
+        if judged_by is not None:
+            now = f"with {', '.join(f'{w:.0%} to version {v}' for v, w in weights.items())}" if weights else "alone"
+            ctx.reporter.line(
+                f"🐤 {self.function}: {self.alias} serves version {new} {now}, which no canary or deploy verified: the "
+                f"canary starts from version {judged_by}"
+                + (", the last that passed" if judged_by == verified else "")
+                + f", version {new} taking {self.percent:g}%"
+            )
+        return judged_by
+
     def _watch(
-        self, ctx: Context, since: Since, new: str, old: str, before: Counts
+        self, ctx: Context, since: Since, new: str, old: str, before: Counts, share: float
     ) -> tuple[dict[str, Counts], StepFailed | None]:
         """Poll the versions' counts until the time is up, the new one fails too much or one of the alarms went to
-        ALARM (its failure, then)."""
+        ALARM (its failure, then); :class:`AliasChanged` when the alias no longer splits as the canary set it."""
         versions = [new, old]
         alarms, started = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic()
+        client = ctx.aws.client("lambda")
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt
             counts = version_counts(since.read(), versions)
+            now = get_alias(client, self.function_name, self.alias)
+            split = {version: round(weight, 4) for version, weight in routed_versions(now).items()}
+            if str(now["FunctionVersion"]) != old or split != {new: share}:
+                routed = ", ".join(f"{w:.0%} to version {v}" for v, w in routed_versions(now).items())
+                raise AliasChanged(
+                    f"the canary of {self.function} stopped unjudged: {self.alias} was changed by other means while "
+                    f"it ran, and serves version {now['FunctionVersion']}"
+                    + (f" with {routed}" if routed else " alone")
+                    + f" (version {new} took {self.percent:g}% before: {counts[new]}); the release goes no further",
+                    next_step=f"see who changed it (CloudTrail: UpdateAlias on {self.function_name}); deploy again "
+                    "once it is settled",
+                )
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(
                 f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "
@@ -271,6 +337,15 @@ class CanaryRelease(Step):
             if alarmed is not None or self.failing(counts[new], counts[old], before) or elapsed >= self.seconds:
                 return counts, alarmed
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
+
+    def _as_it_is(self, client: Any, new: str) -> str:
+        """What the alias serves now, read again (someone may have changed it), for a message."""
+        try:
+            now = get_alias(client, self.function_name, self.alias)
+        except (BotoCoreError, ClientError, UsageError):
+            return f"{self.alias} may still route {self.percent:g}% to version {new}"
+        routed = ", ".join(f"{w:.0%} to version {v}" for v, w in routed_versions(now).items())
+        return f"{self.alias} serves version {now['FunctionVersion']}" + (f" with {routed}" if routed else " alone")
 
     def _clear_command(self, old: str) -> str:
         return (
@@ -299,13 +374,14 @@ class CanaryRelease(Step):
         """The alias on ``old`` alone again; said, and False, when it cannot be (someone changed the alias
         meanwhile, or AWS refused)."""
         try:
-            client.update_alias(
-                FunctionName=self.function_name,
-                Name=self.alias,
-                FunctionVersion=old,
-                RoutingConfig={"AdditionalVersionWeights": {}},
-                **({"RevisionId": revision} if revision else {}),
-            )
+            with shielded():  # a second Ctrl-C does not cut it short: the interrupt then stops the run, after it
+                client.update_alias(
+                    FunctionName=self.function_name,
+                    Name=self.alias,
+                    FunctionVersion=old,
+                    RoutingConfig={"AdditionalVersionWeights": {}},
+                    **({"RevisionId": revision} if revision else {}),
+                )
         except Exception as exc:  # said, and the failure that brought us here goes on
             ctx.reporter.line(
                 f"❌ could not take the canary of {self.function} back ({exc}); {self._clear_command(old)}"

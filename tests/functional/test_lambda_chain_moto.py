@@ -1722,8 +1722,83 @@ def test_a_canary_no_request_reached_is_said_and_the_deploy_goes_on(
 ) -> None:
     runtime = deploy(with_lambdas, factory, Traffic(factory, per_poll=0), canary="10", bake="10s")
     assert "⚠️  health_handler: version 2 took 10% for 10s: 0 requests, 0 errors" in said(runtime)
-    assert "no request reached it, nothing to judge it by (smoke checks it next)" in said(runtime)
+    assert "no request reached it, nothing to judge it by (only what runs after the canary checks it)" in said(runtime)
     assert routing_now(factory) == ("2", {})
+
+
+def set_alias(factory: AwsFactory, version: str, weights: dict[str, float]) -> None:
+    """The alias as a person leaves it in the console."""
+    factory.client("lambda").update_alias(
+        FunctionName=FUNCTIONS[FN],
+        Name="live",
+        FunctionVersion=version,
+        RoutingConfig={"AdditionalVersionWeights": weights},
+    )
+
+
+def test_a_version_serving_already_that_no_deploy_verified_still_goes_through_the_canary(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """The alias served the new version, and the canary said "nothing to try", then move-alias gave it everything:
+    after a split set by hand (90% still on version 1), or a release a failed run left serving (its smoke failed,
+    the rollback did not go through: the live record verified version 1). The canary starts from the version that
+    passed (or the split's other), the new one taking its share, and judges it."""
+    deploy(with_lambdas, factory, Traffic(factory), canary="0")  # version 2, verified
+    set_alias(factory, "2", {"1": 0.9})  # by hand: version 2 never passed a canary
+    clock = Traffic(factory, failing=("2",))
+    with pytest.raises(StepFailed, match="the canary of health_handler failed"):
+        deploy(with_lambdas, factory, clock, canary="10", bake="30s")
+    assert clock.routing[0] == ("1", {"2": 0.1}) and routing_now(factory) == ("1", {})
+
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    live_record = store.live()
+    live_record["lambda:health_handler"] = {**live_record["lambda:health_handler"], "version": "1"}  # v1 passed
+    factory.client("s3").put_object(
+        Bucket=BUCKET, Key=f"{history.LIVE_PREFIX}dev.json", Body=json.dumps(live_record).encode()
+    )
+    set_alias(factory, "2", {})  # version 2 serves alone, left by a run whose rollback failed
+    clock = Traffic(factory)
+    runtime = deploy(with_lambdas, factory, clock, canary="10", bake="30s")
+    assert clock.routing[0] == ("1", {"2": 0.1}) and routing_now(factory) == ("2", {})
+    assert (
+        "🐤 health_handler: live serves version 2 alone, which no canary or deploy verified: the canary starts from "
+        "version 1, the last that passed, version 2 taking 10%"
+    ) in said(runtime)
+
+
+def test_a_canary_whose_alias_is_changed_by_other_means_stops_unjudged_and_leaves_it_so(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """A person cleared the split mid-bake: the canary polled on, said version 2 took 10% for 30s, and move-alias
+    gave it every request."""
+
+    class Cleared(Traffic):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if len(self.sleeps) == 2:
+                set_alias(factory, "1", {})
+
+    with pytest.raises(StepFailed) as stopped:
+        deploy(with_lambdas, factory, Cleared(factory), canary="10", bake="30s")
+    assert stopped.value.message.startswith(
+        "the canary of health_handler stopped unjudged: live was changed by other means while it ran, and serves "
+        "version 1 alone (version 2 took 10% before: "
+    )
+    assert routing_now(factory) == ("1", {})
+
+
+def test_a_canary_failing_more_than_allowed_on_too_few_requests_to_tell_says_it_was_not_judged(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """Every request to version 2 failed, beside version 1 failing a quarter of its own: 3 requests cannot tell the
+    two apart, and the step said nothing of it."""
+    runtime = deploy(
+        with_lambdas, factory, Traffic(factory, per_poll=30, failing=("2",), flaky=0.25), canary="10", bake="5s"
+    )
+    text = said(runtime)
+    assert "version 2 failed 100% of them, but " in text and "cannot tell that from version 1's own errors" in text
+    assert "not judged (a longer --bake, or more traffic, lets the canary judge it)" in text
 
 
 def test_the_plan_shows_the_canary_between_publish_and_move_alias(
@@ -1993,6 +2068,8 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
             {"Id": "errors1", "Values": []},
         ]
         stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": failed})
+        split = {"Name": "live", "FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.1}}}
+        stub_lambda.add_response("get_alias", {**split, "RevisionId": "r2"})  # the poll's: as the canary split it
         stub_lambda.add_client_error(
             "update_alias",
             "PreconditionFailedException",
@@ -2005,6 +2082,7 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
                 "RevisionId": "r2",
             },
         )
+        stub_lambda.add_response("get_alias", {**split, "RevisionId": "r3"})  # read again for the message
         aws = fake_factory(**{"lambda": lam, "cloudwatch": cloudwatch})
         lambda_chain.Versions.of(aws).listed("fn")  # as update-code listed them, before the canary
         clock, out = FakeClock(), io.StringIO()
@@ -2015,12 +2093,14 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
         stub_cloudwatch.assert_no_pending_responses()
     assert failed_step.value.message == (
         "the canary of health_handler failed: version 2 answered 3 requests, 3 errors (100%; version 1: 30 requests, "
-        "0 errors, 0%), any error beyond version 1's own rate takes it back; but taking it back failed: live may "
-        "still route 10% to it"
+        "0 errors, 0%), any error beyond version 1's own rate takes it back; but taking it back failed: live serves "
+        "version 1 with 10% to version 2; $LATEST still runs its code, which a deploy of the function's stack would "
+        "publish"
     )
     assert failed_step.value.next_step == (
         "point the alias at version 1 alone: aws lambda update-alias --function-name fn --name live "
-        "--function-version 1 --routing-config AdditionalVersionWeights={}"
+        "--function-version 1 --routing-config AdditionalVersionWeights={}; then inv deploy.lambda health_handler "
+        "--env dev (it puts $LATEST back on what serves)"
     )
     assert "❌ could not take the canary of health_handler back (" in out.getvalue()
 
