@@ -859,9 +859,9 @@ class WatchAlarms(Step):
                 )
             if absent:
                 raise StepFailed(
-                    f"CloudWatch has no alarm named {', '.join(absent)} ({table}), though a stack of the run could "
-                    "have made it: it cannot vouch for the release",
-                    next_step=f"make it (in the CDK app, as its name), or take it out of {table}",
+                    f"CloudWatch has no alarm named {', '.join(absent)} ({table}): deleted since the deploy began, or "
+                    "not made by the stack of the run that was to make it: it cannot vouch for the release",
+                    next_step=f"put it back, or make it (in the CDK app, as its name), or take it out of {table}",
                 )
             failure = judge.failure(found)
             if failure is not None:

@@ -505,6 +505,6 @@ def test_a_name_ending_in_a_star_watches_every_alarm_whose_name_starts_so(
     report = executed(factory, dev_env, MakesAlarm(lambda: None), WatchAlarms(("nope-*",), 0, 5.0))
     assert isinstance(report.error, StepFailed)  # not refused: a stack of the run could make one; none did
     assert report.error.message.startswith(
-        "CloudWatch has no alarm named nope-* ([environments.dev.alarm_watch] alarms), though a stack of the run could "
-        "have made it"
+        "CloudWatch has no alarm named nope-* ([environments.dev.alarm_watch] alarms): deleted since the deploy began, "
+        "or not made by the stack of the run that was to make it"
     )
