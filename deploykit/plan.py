@@ -509,8 +509,10 @@ class Parallel(Step):
             if i in ended and isinstance(r := ended[i][0], BaseException) and not isinstance(r, KeyboardInterrupt)
         ]
         # a failure before a refusal, whatever their order: the group's refusal (exit 2, "nothing changed") would hide
-        # what the failed sibling changed, and the automatic rollback would not follow
-        failures.sort(key=lambda failure: refusal(failure[1]))
+        # what the failed sibling changed, and the automatic rollback would not follow; and deploykit's own verdict (a
+        # canary that failed, a smoke) before an AWS call's failure (still raw here: the executor translates it), which
+        # says nothing of the release
+        failures.sort(key=lambda failure: (refusal(failure[1]), not isinstance(failure[1], DeployKitError)))
         for step, error in failures[1:]:
             ctx.reporter.line(
                 f"🛑 {step.name} refused too: {error}" if refusal(error) else f"❌ {step.name} failed too: {error}"

@@ -261,6 +261,22 @@ def test_a_failing_parallel_step_fails_the_group_after_its_siblings_end() -> Non
     assert report.records[0].status == "failed"
 
 
+def test_a_sibling_s_verdict_heads_the_group_s_failure_before_an_aws_call_that_failed_beside_it() -> None:
+    """One function's canary split was throttled, the other's canary failed: the message led with the throttle (the
+    first in the group's order), the bad release a "failed too" line."""
+    from botocore.exceptions import ClientError
+
+    from deploykit.plan import Parallel
+
+    throttled = ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "UpdateAlias")
+    verdict = StepFailed("the canary of login_handler failed: version 3 answered 10 requests, 10 errors")
+    clock, out = FakeClock(), io.StringIO()
+    translate = lambda exc: StepFailed(f"AWS said: {exc}")  # noqa: E731 - the executor's, as commands give it
+    report = Executor(make_ctx(clock, out), translate).execute(Plan("x", (Parallel((Boom(throttled), Boom(verdict))),)))
+    assert report.error is verdict
+    assert "❌ boom failed too: An error occurred (Throttling)" in out.getvalue()
+
+
 def test_a_sibling_s_failure_is_the_group_s_whatever_refused_before_it_in_the_plan() -> None:
     """Two stacks of one level: the first's change set refused by a guard (exit 2, nothing changed), the second's
     update failed. The group raised the first, and the run counted as refused: no automatic rollback, and the
