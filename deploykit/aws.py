@@ -7,6 +7,7 @@ points at moto or whose clients carry a botocore Stubber, and nothing is patched
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -290,11 +291,13 @@ class AwsFactory:
         """A boto3 client for ``service`` (``"ecs"``, ``"ecr"``, ``"elbv2"``...), cached; safe from any thread."""
         with MAKING:  # a boto3 session is not thread-safe, nor is making clients over one loader: one at a time
             if service not in self._clients:
-                self._clients[service] = self.session.client(
+                client = self.session.client(
                     service,  # type: ignore[call-overload]
                     endpoint_url=self.env.endpoint_url,
                     config=self.botocore_config,
                 )
+                client.meta.events.register("after-call-error", _name_failed_call)
+                self._clients[service] = client
             return self._clients[service]
 
     def unretried_client(self, service: str, read_timeout: float | None = None) -> Any:
@@ -307,7 +310,9 @@ class AwsFactory:
             )
         )
         with MAKING:
-            return self.session.client(service, endpoint_url=self.env.endpoint_url, config=config)  # type: ignore[call-overload]
+            client = self.session.client(service, endpoint_url=self.env.endpoint_url, config=config)  # type: ignore[call-overload]
+        client.meta.events.register("after-call-error", _name_failed_call)
+        return client
 
     def shared(self, make: Callable[[AwsFactory], T]) -> T:
         """One ``make(self)`` per factory, the same from any thread: what a command reads once and remembers
@@ -435,7 +440,19 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
         if refused := role_refused(exc, env.name, env.cloudformation_role_arn):
             return refused
         return StepFailed(f"AWS {operation} failed ({code}): {message}", next_step="rerun; if it persists, inv health")
-    return StepFailed(f"AWS call failed: {exc}", next_step="rerun; if it persists, inv health")
+    operation = getattr(exc, OPERATION_ATTRIBUTE, None)  # a call that got no answer: which one, when it was ours
+    return StepFailed(f"AWS {operation or 'call'} failed: {exc}", next_step="rerun; if it persists, inv health")
+
+
+OPERATION_ATTRIBUTE = "deploykit_operation"
+
+
+def _name_failed_call(exception: BaseException, event_name: str = "", **_: Any) -> None:
+    """botocore's ``after-call-error``: a call that got no answer (a read timeout, a connection cut) raises an
+    exception that names no operation, where a refusal (ClientError) does: the operation is kept on it, for the
+    message (``AWS UpdateService failed: Read timeout ...``)."""
+    with contextlib.suppress(AttributeError):  # an exception type that takes no attribute: said without it
+        setattr(exception, OPERATION_ATTRIBUTE, event_name.rsplit(".", 1)[-1])
 
 
 def throttled(exc: botocore.exceptions.ClientError, env: EnvConfig) -> StepFailed:

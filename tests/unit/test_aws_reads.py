@@ -368,3 +368,27 @@ def test_a_change_whose_answer_was_lost_or_a_server_failed_may_have_been_applied
     assert maybe_applied(answered(500)) and maybe_applied(answered(503)) and maybe_applied(answered(None))
     assert not maybe_applied(answered(400)) and not maybe_applied(answered(409)) and not maybe_applied(answered(403))
     assert not maybe_applied(UsageError("refused"))
+
+
+def test_a_call_that_got_no_answer_is_named_in_its_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read timeout was said "AWS call failed: Read timeout on endpoint URL ...", naming no call, where a refusal
+    names its operation."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")  # the call is signed before it is sent (and fails, sent nowhere)
+    env = sample_env(name="dev", max_attempts=0)
+    aws = AwsFactory(env, environ={})
+
+    def no_answer(**_: Any) -> None:
+        raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com")
+
+    ecs = aws.client("ecs")
+    ecs.meta.events.register("before-send", no_answer)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError) as lost:
+        ecs.update_service(cluster="c", service="s", taskDefinition="t:2")
+    said = translate_error(lost.value, env)
+    assert (
+        said.message == 'AWS UpdateService failed: Read timeout on endpoint URL: "https://ecs.us-east-1.amazonaws.com"'
+    )
+    assert translate_error(botocore.exceptions.ReadTimeoutError(endpoint_url="x"), env).message.startswith(
+        "AWS call failed: "
+    )
