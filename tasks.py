@@ -37,7 +37,11 @@ from invoke.tasks import task
 # (medians of 14 runs each, alternating, on one sandbox).
 gc.freeze()
 
-from deploykit import commands, planner  # noqa: E402
+from deploykit import (  # noqa: E402
+    commands,
+    planner,
+    switches,
+)
 from deploykit.aws import AwsFactory  # noqa: E402
 from deploykit.config import ConfigCache, EnvConfig, endpoint_address, find_config  # noqa: E402
 from deploykit.endpoints import check_overrides  # noqa: E402
@@ -138,6 +142,7 @@ def reports_errors(func: F) -> F:
             _refuse_flag_as_positional(given)
             _refuse_empty_values(given)
             _check_config()
+            switches.check_all()  # a DEPLOYKIT_* switch neither on nor off: refused now, not by the step reading it
             return commands.until_unlocked(lambda: func(*args, **kwargs))
         except DeployKitError as exc:
             print(f"❌ {exc.message}", file=sys.stderr)
@@ -1732,7 +1737,7 @@ def _names(task_names: Mapping[str, Sequence[str]]) -> set[str]:
 def _refused(argv: Sequence[str], message: str, next_step: str) -> Exit:
     """invoke's Exit (2) for a command line it could not parse; with ``--json`` on it, the refusal is printed on
     stdout too, as a command refused before it has a plan prints it: a CI script's jq gets the reason."""
-    if "--json" in argv:
+    if any(arg == "--json" or (arg[:1] == "-" and arg[1:2] != "-" and "j" in arg[1:]) for arg in argv):  # -j, -dj
         print(json.dumps({"ok": False, "error": error_json(UsageError(message, next_step=next_step))}))
     return Exit(f"❌ {message}\n  → next: {next_step}", code=2)
 

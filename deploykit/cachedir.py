@@ -11,16 +11,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from deploykit.switches import switch, switched_on
+
 CACHE_DIR_ENV = "DEPLOYKIT_CACHE_DIR"
 DAY = 86400.0
 PRUNE_STAMP = ".pruned"  # in a folder of the cache: when what it keeps was last pruned
-NO_CACHE_ENV = "DEPLOYKIT_NO_CACHE"
+NO_CACHE_ENV = switch("DEPLOYKIT_NO_CACHE")
 
 
 def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
     """The cache's root folder (not created here), or None when there is to be no cache."""
     environ = os.environ if environ is None else environ
-    if environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+    if switched_on(NO_CACHE_ENV, environ):
         return None
     if environ.get(CACHE_DIR_ENV):
         return Path(environ[CACHE_DIR_ENV])

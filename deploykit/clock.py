@@ -151,11 +151,11 @@ def shielded() -> Iterator[None]:
     before = {number: signal.signal(number, lambda got, _frame: caught.append(got)) for number in _HELD}
     try:
         yield
-    finally:
+    finally:  # however the block ended: a Ctrl-C it held back is never lost
         for number, handler in before.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
-    for got in dict.fromkeys(caught):
-        signal.raise_signal(got)
+        for got in dict.fromkeys(caught):
+            signal.raise_signal(got)
 
 
 _HELD = (signal.SIGINT, signal.SIGTERM)

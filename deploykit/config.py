@@ -29,28 +29,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploykit.clock import LONGEST
-from deploykit.errors import ConfigError, UsageError
+from deploykit.errors import ConfigError
 from deploykit.packaging import ARCHITECTURES, DEFAULT_ARCHITECTURE, LAMBDA_RUNTIMES, Target, python_of
-
-ON_WORDS = ("1", "true", "yes", "on")  # what a switch variable ($DEPLOYKIT_YES...) takes for on, in any case
-OFF_WORDS = ("", "0", "false", "no", "off")
-
-
-def switched_on(name: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether the switch variable ``name`` (``DEPLOYKIT_YES``, ``DEPLOYKIT_ALLOW_FROZEN``...) is on: ``1``,
-    ``true``, ``yes`` or ``on``, in any case; off when unset, empty, ``0``, ``false``, ``no`` or ``off``. Another
-    value is refused (exit 2): a CI file's ``DEPLOYKIT_YES: true`` reaches the process as ``true``, which was read as
-    off, and the run refused without a word of the variable."""
-    value = (os.environ if environ is None else environ).get(name, "").strip()
-    if value.lower() in ON_WORDS:
-        return True
-    if value.lower() in OFF_WORDS:
-        return False
-    raise UsageError(
-        f"${name} is {value!r}: neither on (1, true, yes, on) nor off (0, false, no, off, or unset)",
-        next_step=f"set {name}=1 to turn it on, or unset it",
-    )
-
 
 # this machine's CPU, as `uname -m` says it → the Lambda architecture that runs its compiled code
 HOST_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}

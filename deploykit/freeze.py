@@ -32,11 +32,12 @@ from typing import Any
 
 from deploykit import stored
 from deploykit.aws import AwsFactory
-from deploykit.config import EnvConfig, switched_on
+from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
+from deploykit.switches import switch, switched_on
 
 PREFIX = "deploykit/freeze/"
-OVERRIDE_ENV = "DEPLOYKIT_ALLOW_FROZEN"
+OVERRIDE_ENV = switch("DEPLOYKIT_ALLOW_FROZEN")
 
 
 @dataclass(frozen=True)

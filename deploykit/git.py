@@ -179,8 +179,10 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     digest = hashlib.sha256(_git(root, *diff, "--binary", "--", *spec))
     listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *spec)
     for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
-        digest.update(rel.encode(errors="surrogateescape") + b"\0")
         file = root / rel
+        if _own_output(file):  # as dirty_paths passes it over: what this command writes is no change of the tree
+            continue
+        digest.update(rel.encode(errors="surrogateescape") + b"\0")
         if file.is_file():  # its executable bit too, as git keeps it (a build copies it: a script made runnable)
             digest.update(b"x" if os.access(file, os.X_OK) else b"-")
             digest.update(file.read_bytes())

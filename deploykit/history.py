@@ -34,7 +34,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit.aws import CONNECTIONS, AwsFactory, at_once
+from deploykit.aws import CONNECTIONS, AwsFactory, at_once, maybe_applied
 from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
@@ -523,7 +523,9 @@ def _live_written(put: Callable[[], object]) -> LiveRecordNotWritten | None:
     try:
         put()
     except (BotoCoreError, ClientError) as exc:
-        return LiveRecordNotWritten(str(exc))
+        if maybe_applied(exc):  # S3 may have taken it: its answer was lost
+            return LiveRecordNotWritten(f"the live record's write got no answer, so S3 may or may not have it: {exc}")
+        return LiveRecordNotWritten(f"the live record was not written: {exc}")
     return None
 
 

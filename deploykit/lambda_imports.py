@@ -41,11 +41,11 @@ from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from deploykit.config import switched_on
 from deploykit.packaging import DEFAULT_ARCHITECTURE, DEFAULT_PYTHON
+from deploykit.switches import switch, switched_on
 
 HANDLER_MODULE = "handler"  # handler.py, which every function folder has (deploykit.packaging)
-SKIP_ENV = "DEPLOYKIT_SKIP_IMPORT_CHECK"
+SKIP_ENV = switch("DEPLOYKIT_SKIP_IMPORT_CHECK")
 CONFIG_KEY = "[build] lambda_runtime_modules"
 
 # What Lambda's Python runtimes import beside the standard library: the AWS SDK for Python and what it needs, as the

@@ -30,9 +30,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, oneoff
 from deploykit.aws import AwsFactory
-from deploykit.config import switched_on
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
+from deploykit.switches import switch, switched_on
 
 STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
 # A service that runs an image whose command has not passed (it failed after a first deploy's Fargate stack created the
@@ -40,7 +40,8 @@ STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --st
 # deploy run the command first (deploy.auto counts the app as changed; the image running would otherwise say it ran);
 # the next command that passes takes it off.
 PENDING_TAG = "deploykit:release-pending"
-SKIP_ENV = "DEPLOYKIT_SKIP_RELEASE"  # =1: this run deploys without running the release command (said in its step)
+# on: this run deploys without running the release command (said in its step)
+SKIP_ENV = switch("DEPLOYKIT_SKIP_RELEASE")
 
 
 def skipped_by_hand(environ: Mapping[str, str] | None = None) -> bool:

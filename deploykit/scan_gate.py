@@ -32,11 +32,12 @@ from botocore.exceptions import ClientError
 
 from deploykit import ecs
 from deploykit.clock import Clock, backoff
-from deploykit.config import SEVERITIES, EnvConfig, switched_on
+from deploykit.config import SEVERITIES, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
+from deploykit.switches import switch, switched_on
 
-SKIP_ENV = "DEPLOYKIT_SKIP_SCAN"  # =1: this run deploys without judging the scan (said in its step)
+SKIP_ENV = switch("DEPLOYKIT_SKIP_SCAN")  # =1: this run deploys without judging the scan (said in its step)
 IN_PROGRESS = ("IN_PROGRESS", "PENDING")  # waited for
 JUDGED = ("COMPLETE", "ACTIVE")  # basic scanning's finished scan; enhanced scanning's continuous one
 NOT_COUNTED = ("SUPPRESSED", "CLOSED")  # enhanced findings a person or Inspector set aside

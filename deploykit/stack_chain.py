@@ -851,10 +851,11 @@ class UploadLambdaCode(Step):
                 Metadata=dict(head.get("Metadata") or {}),
                 ContentType=str(head.get("ContentType") or "application/zip"),
             )
-        except ClientError as exc:
+        except (BotoCoreError, ClientError) as exc:  # the zip is there all the same: the deploy goes on with it
+            why = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
             return Outcome.skipped(
-                f"{there} ({ago}; its date could not be renewed, {error_code(exc)}: inv lambda.cleanup may delete it "
-                "a day after its upload while a deploy still uses it)"
+                f"{there} ({ago}; its date could not be renewed, {why}: inv lambda.cleanup may delete it a day after "
+                "its upload while a deploy still uses it)"
             )
         return Outcome.skipped(f"{there} ({ago}: its date renewed, so that inv lambda.cleanup keeps it a day)")
 

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from deploykit import git, lambda_chain
 from deploykit.changes import NOT_DEPLOYED, ChangeSet, StackUsage, classify, stack_usage_in_worktree
-from deploykit.config import Config, switched_on
+from deploykit.config import Config
 from deploykit.errors import UsageError
+from deploykit.switches import switch, switched_on
 
 CODE_KINDS = ("app", "lambda", "stack")  # the kinds of change whose Python is deployed (or synthesized)
-SKIP_ENV = "DEPLOYKIT_SKIP_COMPILE_CHECK"
+SKIP_ENV = switch("DEPLOYKIT_SKIP_COMPILE_CHECK")
 
 
 def skipped() -> bool:

@@ -42,7 +42,7 @@ from deploykit.app_chain import app_left
 from deploykit.aws import AWS_ERRORS, DENIED, AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock, shielded
-from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig, switched_on
+from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
 from deploykit.errors import (
     ConfigError,
     DeployKitError,
@@ -57,6 +57,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps, in_background, walk
 from deploykit.plugins import Plugins, check_tables, configure_plugins, get_plugin_manager, observe
 from deploykit.stacks import error_code
+from deploykit.switches import switch, switched_on
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,8 +94,9 @@ class Runtime:
         return self.peer_aws_factory or self.aws_factory
 
 
-YES_ENV = "DEPLOYKIT_YES"  # =1: every confirmation an environment asks for (confirm = true) answered yes
-ALLOW_UNPUSHED_ENV = "DEPLOYKIT_ALLOW_UNPUSHED"  # =1: require_pushed = true lets this run through (an emergency)
+YES_ENV = switch("DEPLOYKIT_YES")  # =1: every confirmation an environment asks for (confirm = true) answered yes
+# on: require_pushed = true lets this run through (an emergency)
+ALLOW_UNPUSHED_ENV = switch("DEPLOYKIT_ALLOW_UNPUSHED")
 
 
 def ask_on_terminal(question: str) -> bool | None:
@@ -905,7 +907,9 @@ def _record(
         written = at_once(writes)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
         written = {"record": exc}
-    if isinstance(written["record"], history.LiveRecordUnreadable | history.LiveRecordNotWritten):
+    if isinstance(written["record"], history.LiveRecordNotWritten):
+        runtime.stderr.write(f"⚠️  its history record was written; {written['record']}\n")
+    elif isinstance(written["record"], history.LiveRecordUnreadable):
         runtime.stderr.write(f"⚠️  its history record was written, but not the live record: {written['record']}\n")
     elif isinstance(written["record"], Exception):
         runtime.stderr.write(f"⚠️  {whose} history record was not written: {written['record']}\n")

@@ -124,6 +124,7 @@ def test_a_command_line_invoke_cannot_parse_with_json_prints_the_refusal_on_stdo
     plan prints it on stdout with --json."""
     for args, message in [
         (("deploy.auto", "--dryrun", "--json"), "inv deploy.auto has no option --dryrun"),
+        (("deploy.auto", "-j", "--dryrun"), "inv deploy.auto has no option --dryrun"),  # --json's short flag
         (("history", "--json", "--limit", "abc"), "inv history: --limit takes a whole number"),
     ]:
         done = inv(project, *args)
@@ -133,6 +134,14 @@ def test_a_command_line_invoke_cannot_parse_with_json_prints_the_refusal_on_stdo
         assert refused["error"]["message"].startswith(message) and refused["error"]["next_step"]
         assert done.stderr.startswith(f"❌ {refused['error']['message']}")
     assert inv(project, "deploy.auto", "--dryrun").stdout == ""  # without --json: stderr alone
+
+
+def test_a_switch_set_to_neither_on_nor_off_is_refused_before_the_command_starts(project: Path) -> None:
+    done = inv(project, "deploy.auto", "--dry-run", DEPLOYKIT_SKIP_RELEASE="y")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == (
+        "❌ $DEPLOYKIT_SKIP_RELEASE is 'y': neither on (1, true, yes, on) nor off (0, false, no, off, or unset)"
+    )
 
 
 def test_destroy_of_a_stack_that_is_none_of_the_teams_says_so_before_it_asks_for_a_confirmation(project: Path) -> None:

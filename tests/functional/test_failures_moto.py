@@ -350,14 +350,18 @@ def ecs_as_aws_reports_it(factory: AwsFactory) -> None:
     factory.client("ecs").meta.events.register("after-call.ecs.DescribeServices", fix)
 
 
-def answer_lost(factory: AwsFactory, service: str, operation: str) -> None:
+def answer_lost(factory: AwsFactory, service: str, operation: str, status: int | None = None) -> None:
     """The first call ``operation`` of ``service`` reaches AWS (moto applies it) and its answer is lost: a read
-    timeout, as botocore raises it after its retries (each retry's answer lost too)."""
+    timeout, as botocore raises it after its retries (each retry's answer lost too), or with ``status`` a server
+    error (the last retry's, an earlier one having been applied)."""
     lost: list[bool] = []
 
     def after(model: Any, **_: Any) -> None:
         if model.name == operation and not lost:
             lost.append(True)
+            if status is not None:
+                answer = {"Error": {"Code": "ServiceException"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+                raise botocore.exceptions.ClientError(answer, operation)
             raise botocore.exceptions.ReadTimeoutError(endpoint_url=f"https://{service}.{REGION}.amazonaws.com")
 
     factory.client(service).meta.events.register("after-call", after)
@@ -380,14 +384,15 @@ def test_a_service_update_whose_answer_was_lost_is_put_back_by_the_automatic_rol
     assert live(world, dev_env)["app"] == a and lock_held(world) == []
 
 
+@pytest.mark.parametrize("status", [None, 500], ids=["read-timeout", "server-error"])
 def test_an_alias_move_whose_answer_was_lost_is_put_back_by_the_automatic_rollback(
-    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+    status: int | None, project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
 ) -> None:
     """Lambda moved the alias, its answer was lost: the rollback said "nothing to do" while version 2, never smoked,
     served. The version it pointed at before is known before the call: the alias goes back to it."""
     a = head(project)
     change(project, "lambda/health_handler/handler.py")
-    answer_lost(world, "lambda", "UpdateAlias")
+    answer_lost(world, "lambda", "UpdateAlias", status)
     _, error, said = auto(project, world)
     assert isinstance(error, StepFailed) and "automatic rollback: lambda:health_handler" in error.message, said
     assert alias_version(world, "health_handler") == "1"
@@ -428,14 +433,32 @@ def test_a_live_record_s3_would_not_take_is_said_as_such_the_history_record_bein
 
     def refuse(params: dict[str, Any], **_: Any) -> None:
         if "deploykit/live/" in params.get("url_path", ""):
-            raise botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
+            denied = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+            raise botocore.exceptions.ClientError(denied, "PutObject")
 
     world.client("s3").meta.events.register("before-call.s3.PutObject", refuse)
     report, error, said = auto(project, world)
     assert error is None and report is not None and report.ok, said
-    assert "⚠️  its history record was written, but not the live record: " in said and "SlowDown" in said, said
+    assert "⚠️  its history record was written; the live record was not written: " in said, said
+    assert "AccessDenied" in said
     assert "history record was not written" not in said
     assert newest(world, dev_env)[0].ok and live(world, dev_env)["lambda:health_handler"] == a != b
+    world.client("s3").meta.events.unregister("before-call.s3.PutObject", refuse)
+
+    def marked(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["lost"] = "deploykit/live/" in params.get("url_path", "")
+
+    def lost(context: dict[str, Any], **_: Any) -> None:  # S3 took it, and its answer is lost
+        if context.pop("lost", False):
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://s3.eu-west-1.amazonaws.com")
+
+    world.client("s3").meta.events.register("before-call.s3.PutObject", marked)
+    world.client("s3").meta.events.register("after-call.s3.PutObject", lost)
+    c = change(project, "lambda/health_handler/handler.py", message="again")
+    report, error, said = auto(project, world)
+    assert error is None and report is not None and report.ok, said
+    assert "its history record was written; the live record's write got no answer, so S3 may or may not have it" in said
+    assert live(world, dev_env)["lambda:health_handler"] == c
 
 
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------

@@ -411,6 +411,32 @@ def test_the_image_inv_rollback_goes_back_to_stays_however_many_other_deploys_ca
     assert rollback.resolve_app(AwsFactory(dev), dev, None).sha == tag(10), "its image is still there"
 
 
+def test_the_image_inv_rollback_goes_back_to_stays_when_the_newest_records_hold_the_live_deploy_alone(
+    world: World,
+) -> None:
+    """The newest 100 records hold the app's live deploy (image 4) and 60 others; the deploy before it (image 10) is
+    further back, where the rollback reads: the cleanup reads there too (one deploy among the newest is not two)."""
+    dev = load_config(world.config).environment("dev")
+    store = history.History.of(AwsFactory(dev), dev)
+    assert store is not None
+    fn = "lambda:health_handler"
+
+    def others(start: datetime, count: int) -> None:
+        for k in range(count):
+            report = RunReport(Plan("dev", (), "deploy.lambda health_handler"), [], 1.0, None)
+            when = start + timedelta(minutes=k)
+            components, base = {fn: f"{k + 1:012x}"}, {fn: f"{k:012x}"}
+            store.write(history.record_of(report, components=components, base=base, head="x", now=when))
+
+    others(NOW - timedelta(hours=19), 50)
+    write_record(dev, app=tag(4), before=tag(10), when=NOW - timedelta(hours=10))
+    others(NOW - timedelta(hours=9), 60)
+    assert rollback.resolve_app(AwsFactory(dev), dev, None).sha == tag(10)
+    decision = commands.images_cleanup(env="dev", keep=2, runtime=runtime_for(world))
+    by_tag = {c.image.tags[0]: c for c in decision.choices if c.image.tags}
+    assert not by_tag[tag(10)].delete and tag(10) in remaining_tags(world)
+
+
 def test_the_image_of_the_task_definition_the_fargate_stack_holds_stays(world: World) -> None:
     """A failed update of the Fargate stack rolls the service back to the task definition the stack holds
     (taskdefs.cleanup keeps that revision). Its image was deleted when no deployment, newest revision or history

@@ -14,8 +14,10 @@ import errno
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 from unittest.mock import Mock
 
+import botocore.exceptions
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
@@ -547,11 +550,17 @@ def test_a_zip_found_there_older_than_six_hours_has_its_date_renewed_so_lambda_c
     there = f"health_handler: s3://{BUCKET}/{new.key} is already there"
     assert upload(len(new.zip_bytes)) == f"skipped: {there} [PutObject, HeadObject]"  # written just now
 
+    older = [timedelta(hours=5)]
+
     def aged(parsed: dict[str, Any], **_: Any) -> None:
         if "LastModified" in parsed:
-            parsed["LastModified"] -= timedelta(days=2)
+            parsed["LastModified"] -= older[0]
 
     s3.meta.events.register("after-call.s3.HeadObject", aged)
+    assert upload(SMALL_ZIP + 1) == f"skipped: {there} [HeadObject]"  # 5 hours: not yet
+    older[0] = timedelta(hours=7)
+    assert upload(SMALL_ZIP + 1).endswith(" [HeadObject, CopyObject]")  # past 6 hours: well within the day's grace
+    older[0] = timedelta(days=2)
     renewed = f"skipped: {there} (uploaded 2 days ago: its date renewed, so that inv lambda.cleanup keeps it a day)"
     assert upload(len(new.zip_bytes)) == f"{renewed} [PutObject, HeadObject, CopyObject]"
     assert upload(SMALL_ZIP + 1) == f"{renewed} [HeadObject, CopyObject]"
@@ -569,6 +578,13 @@ def test_a_zip_found_there_older_than_six_hours_has_its_date_renewed_so_lambda_c
         f"skipped: {there} (uploaded 2 days ago; its date could not be renewed, AccessDenied: inv lambda.cleanup may "
         "delete it a day after its upload while a deploy still uses it) [HeadObject, CopyObject]"
     )
+
+    def no_answer(**_: Any) -> None:  # the copy's answer lost: the zip is there all the same
+        raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://s3.eu-west-1.amazonaws.com")
+
+    s3.meta.events.unregister("before-call.s3.CopyObject", refused)
+    s3.meta.events.register("before-call.s3.CopyObject", no_answer)
+    assert "its date could not be renewed, ReadTimeoutError: " in upload(SMALL_ZIP + 1)
 
 
 MIB = 1024 * 1024
@@ -1566,6 +1582,24 @@ def test_an_interrupt_during_the_canary_takes_it_back(
         stopped.value.message
     )
     assert routing_now(factory) == ("1", {})
+
+
+def test_a_second_ctrl_c_while_the_canary_is_taken_back_does_not_cut_it_short(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """Ctrl-C during the bake, and again (a real SIGINT) as the take-back's UpdateAlias went: the take-back was cut
+    short, the alias left split, and the message said it was taken back."""
+    sent: list[bool] = []
+
+    def again(params: dict[str, Any], **_: Any) -> None:
+        if params.get("RoutingConfig") == {"AdditionalVersionWeights": {}} and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    factory.client("lambda").meta.events.register("before-parameter-build.lambda.UpdateAlias", again)
+    with pytest.raises((Interrupted, KeyboardInterrupt)):
+        deploy(with_lambdas, factory, Traffic(factory, interrupt_at=3), canary="10", bake="5m")
+    assert sent and routing_now(factory) == ("1", {})
 
 
 def lost_answer(factory: AwsFactory, fail: Exception | None = None) -> None:

@@ -544,6 +544,15 @@ def test_the_file_the_command_writes_its_output_to_is_no_uncommitted_change(tmp_
     assert dirty("deploy.json", "deploy.err") == []
     write(top, "project/notes.txt", "x\n")
     assert dirty("deploy.json", "deploy.err") == ["notes.txt"]
+    # what deploy.auto --watch compares: the state of the tree, the same however much the command has written
+    states = (
+        "import sys, pathlib; from deploykit import git; root = pathlib.Path(sys.argv[1]); "
+        "a = git.worktree_state(root); print('x' * 5000, flush=True); print(a == git.worktree_state(root), flush=True)"
+    )
+    with (project / "watch.log").open("w") as stdout:
+        subprocess.run([sys.executable, "-c", states, str(project)], stdout=stdout, check=True)
+    assert (project / "watch.log").read_text().splitlines()[-1] == "True"
+    (project / "watch.log").unlink()
     assert dirty("backend/app/main.py") == ["backend/app/main.py", "deploy.err", "deploy.json", "notes.txt"]
 
 

@@ -53,3 +53,17 @@ def test_a_shielded_block_ends_before_a_signal_that_came_meanwhile_is_delivered(
         assert signal.getsignal(number) is not None and signal.getsignal(number) != signal.SIG_DFL
     finally:
         signal.signal(number, before)
+
+
+def test_a_signal_held_back_is_delivered_when_the_shielded_block_raises_too() -> None:
+    """A lock release that failed (its ClientError caught by the caller) lost the Ctrl-C that came meanwhile."""
+    got: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda n, _frame: got.append(n))
+    try:
+        with pytest.raises(ValueError), shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            raise ValueError("the release failed")
+        assert got == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, before)

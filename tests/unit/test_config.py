@@ -12,7 +12,7 @@ import pytest
 
 import tasks
 from deploykit import lock
-from deploykit.config import ImageScan, load_config, parse_config, switched_on
+from deploykit.config import ImageScan, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
 from deploykit.testing import sample_env
 from tests.conftest import REPO, SANDBOX_TOML
@@ -782,20 +782,3 @@ def test_a_pattern_s_context_names_each_environment_it_makes() -> None:
     data["environments"]["zz-*"] = pattern
     made = parse_config(data, Path("deploy.toml")).environment("zz-alice")
     assert made.context == {"audit_parameter": "/audit/zz-alice/days"}
-
-
-def test_a_switch_variable_is_on_for_the_words_a_ci_file_writes_and_refused_for_another() -> None:
-    """A CI file's `DEPLOYKIT_YES: true` reaches the process as "true": read as off, its run was refused, the
-    message asking for DEPLOYKIT_YES=1 without a word of the value it had."""
-    for value in ("1", "true", "True", "YES", "on", " 1 "):
-        assert switched_on("DEPLOYKIT_YES", {"DEPLOYKIT_YES": value}), value
-    for value in ("", "0", "false", "No", "OFF"):
-        assert not switched_on("DEPLOYKIT_YES", {"DEPLOYKIT_YES": value}), value
-    assert not switched_on("DEPLOYKIT_YES", {})
-    with pytest.raises(UsageError) as refused:
-        switched_on("DEPLOYKIT_YES", {"DEPLOYKIT_YES": "maybe"})
-    assert (
-        refused.value.message
-        == "$DEPLOYKIT_YES is 'maybe': neither on (1, true, yes, on) nor off (0, false, no, off, or unset)"
-    )
-    assert refused.value.exit_code == 2

@@ -317,11 +317,15 @@ def test_a_deploy_that_ran_no_step_is_announced_only_when_asked(chat: tuple[Noti
     notifier.deploykit_deployment_not_run(env="dev", report=refused)
     notifier.deploykit_deployment_not_run(env="dev", report={**refused, "outcome": "failed", "next_step": ""})
     notifier.deploykit_deployment_not_run(env="dev", report={**refused, "outcome": "nothing"})  # no news
+    stopped = {**refused, "outcome": "interrupted", "message": "interrupted before any step ran: nothing was changed"}
+    notifier.deploykit_deployment_not_run(env="dev", report={**stopped, "next_step": ""})
     assert notifier.flush()
     assert [text for _url, text in sent.texts] == [
         "🛑 dev: deploy.auto by ana@laptop refused before any step: refusing to deploy to dev: dev is frozen by lead"
         "\n→ next: wait until it is over",
         "❌ dev: deploy.auto by ana@laptop failed before any step: refusing to deploy to dev: dev is frozen by lead",
+        "⚠️ dev: deploy.auto by ana@laptop interrupted before any step: interrupted before any step ran: nothing was "
+        "changed",
     ]
 
 
