@@ -666,15 +666,15 @@ def held(
         lease_.start_renewing(renew_every, on_error=warn)
         yield lease_
     finally:
-        lost_while_running = lease_.lost  # already reported by the renewing thread
-        try:
-            with shielded():  # a Ctrl-C now stops the command once the lock is let go, not with the lock left held
+        with shielded():  # a Ctrl-C now stops the command once the lock is let go (or said), never with it held
+            lost_while_running = lease_.lost  # already reported by the renewing thread
+            try:
                 lease_.release()
-        except (BotoCoreError, ClientError) as exc:  # never hide the deploy's own outcome behind a failed release
-            if warn:
-                warn(
-                    f"the deploy lock of {env.name!r} could not be released ({exc}); it expires with its lease "
-                    f"(within {duration(lease)}): to free it now, inv unlock --env {env.name}"
-                )
-        if warn and lease_.lost and not lost_while_running:
-            warn(lease_.lost)
+            except (BotoCoreError, ClientError) as exc:  # never hide the deploy's own outcome behind a failed release
+                if warn:
+                    warn(
+                        f"the deploy lock of {env.name!r} could not be released ({exc}); it expires with its lease "
+                        f"(within {duration(lease)}): to free it now, inv unlock --env {env.name}"
+                    )
+            if warn and lease_.lost and not lost_while_running:
+                warn(lease_.lost)
