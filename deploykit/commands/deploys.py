@@ -854,9 +854,18 @@ def _rollback_of(
                 ran=undo is not None,
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
+    unverified, went_from = False, target.live  # what it goes back from, for its record
     if target.live == target.sha and not target.routed:
-        runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
-        return target, None
+        recorded = _stopped_rollback(aws, env, target.component.key, target.sha)
+        if recorded is None:
+            runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
+            return target, None
+        # a rollback stopped after its move (Ctrl-C in its smoke): what runs was never verified, nor recorded
+        runtime.stderr.write(
+            f"↩️  {what} already runs {target.sha}, but the live record names {recorded[: git.SHORT_SHA]} (a rollback "
+            "stopped before it was verified): what is in place is skipped, then smoked and recorded\n"
+        )
+        unverified, went_from = True, recorded
     if target.republish:
         runtime.stderr.write(
             f"📦 no version of {target.component.key} runs the code of {target.sha} (the function made anew since: "
@@ -888,9 +897,30 @@ def _rollback_of(
             rerun=inv_command("rollback", *again, env=env.name),
             undo=undo,
         )
-    if plan is not None and target.live:  # what it goes back from, for its record (the live record may not say it)
-        plan = dataclasses.replace(plan, found=((target.component.key, target.live),))
+    if plan is not None and went_from:  # what it goes back from, for its record (the live record may not say it)
+        plan = dataclasses.replace(plan, found=((target.component.key, went_from),))
+    if plan is not None and unverified:  # its smoke runs though every step before it finds its work done
+        steps = tuple(dataclasses.replace(s, always=True) if isinstance(s, Smoke) else s for s in plan.steps)
+        plan = dataclasses.replace(plan, steps=steps)
     return target, plan
+
+
+def _stopped_rollback(aws: AwsFactory, env: EnvConfig, component: str, sha: str) -> str | None:
+    """When the newest run of ``component`` is a rollback to ``sha`` that did not end well (Ctrl-C in its smoke: its
+    move stayed) and the live record names another commit: that commit (what the last verified run left); None
+    otherwise, or when the history cannot be read (what runs is then taken as it is)."""
+    try:
+        found = history.History.of(aws, env)
+        if found is None:
+            return None
+        newest = found.records_of(component, 1)
+        recorded = str(found.live().get(component, {}).get("sha") or "")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable):
+        return None
+    stopped = bool(newest) and newest[0].rollback and not newest[0].ok
+    if not stopped or newest[0].components.get(component, "")[: git.SHORT_SHA] != sha[: git.SHORT_SHA]:
+        return None
+    return recorded if recorded and recorded[: git.SHORT_SHA] != sha[: git.SHORT_SHA] else None
 
 
 def _run_rollback_plan(

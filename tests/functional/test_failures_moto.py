@@ -461,6 +461,36 @@ def test_a_live_record_s3_would_not_take_is_said_as_such_the_history_record_bein
     assert live(world, dev_env)["lambda:health_handler"] == c
 
 
+@pytest.mark.parametrize(
+    "component, path", [("lambda:health_handler", "lambda/health_handler/handler.py"), ("app", "backend/app/main.py")]
+)
+def test_a_rollback_stopped_in_its_smoke_is_finished_by_its_rerun(
+    component: str, path: str, project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """inv rollback --to B, Ctrl-C in its smoke: the move stayed (its message said a rerun redoes what is missing).
+    The rerun said "nothing to roll back": no smoke, no record, the live record still naming C while B, never
+    smoked, served. It skips what is in place, smokes, and records B."""
+    ecs_as_aws_reports_it(world)
+    b = change(project, path, message="b")
+    assert auto(project, world)[1] is None
+    c = change(project, path, message="c")
+    assert auto(project, world)[1] is None and live(world, dev_env)[component] == c
+    script.smoke = interrupt
+    with pytest.raises(Interrupted):
+        commands.rollback(env="dev", component=component, to=b, runtime=runtime(project, world))
+    script.smoke = lambda ctx: Outcome.done("5 passed", smoke="5 passed")
+    smokes, run = script.smokes, runtime(project, world)
+    commands.rollback(env="dev", component=component, to=b, runtime=run)
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "nothing to roll back" not in said and f"but the live record names {c}" in said, said
+    assert script.smokes == smokes + 1 and live(world, dev_env)[component] == b
+    record = newest(world, dev_env)[0]
+    assert record.ok and record.rollback and record.base[component] == c
+    run = runtime(project, world)
+    commands.rollback(env="dev", component=component, to=b, runtime=run)  # now it is done
+    assert "✅ nothing to roll back" in run.stderr.getvalue()  # type: ignore[attr-defined]
+
+
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------
 
 
