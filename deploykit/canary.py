@@ -373,8 +373,9 @@ class CanaryRelease(Step):
     def _take_back(self, ctx: Context, client: Any, old: str, revision: str) -> bool:
         """The alias on ``old`` alone again; said, and False, when it cannot be (someone changed the alias
         meanwhile, or AWS refused)."""
-        try:
-            with shielded():  # a second Ctrl-C does not cut it short: the interrupt then stops the run, after it
+        # a second Ctrl-C does not cut it short, and a refusal is said before it stops the run (shielded: after)
+        with shielded():
+            try:
                 client.update_alias(
                     FunctionName=self.function_name,
                     Name=self.alias,
@@ -382,11 +383,11 @@ class CanaryRelease(Step):
                     RoutingConfig={"AdditionalVersionWeights": {}},
                     **({"RevisionId": revision} if revision else {}),
                 )
-        except Exception as exc:  # said, and the failure that brought us here goes on
-            ctx.reporter.line(
-                f"❌ could not take the canary of {self.function} back ({exc}); {self._clear_command(old)}"
-            )
-            return False
+            except Exception as exc:  # said, and the failure that brought us here goes on
+                ctx.reporter.line(
+                    f"❌ could not take the canary of {self.function} back ({exc}); {self._clear_command(old)}"
+                )
+                return False
         back = ""
         try:  # $LATEST holds the canary's code, which a deploy of the function's stack would publish
             rerun = f"inv deploy.lambda {self.function} --env {ctx.env.name}"

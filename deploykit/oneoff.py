@@ -169,9 +169,13 @@ def stop(client: Any, cluster: str, arn: str, reason: str) -> str:
     """StopTask: "" when it was sent, else why it failed (denied, throttled past the retries, no answer) with the
     command that stops the task by hand: the task may run on, and the caller says so. A second Ctrl-C while it is
     sent does not cut it short."""
+    failed = ""
     try:
         with shielded():
-            client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
-    except (ClientError, BotoCoreError) as exc:
-        return f"{answered(exc)}; it may still run: aws ecs stop-task --cluster {cluster} --task {arn}"
-    return ""
+            try:
+                client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
+            except (ClientError, BotoCoreError) as exc:
+                failed = f"{answered(exc)}; it may still run: aws ecs stop-task --cluster {cluster} --task {arn}"
+    except KeyboardInterrupt:  # a second one, held back while StopTask went: the caller is stopping already, and
+        pass  # says whether the task was stopped
+    return failed

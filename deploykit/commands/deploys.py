@@ -834,6 +834,12 @@ def _rollback_of(
     """Resolve one component's rollback and say it; the plan, or None when it already runs the target. ``undo``: the
     run being undone, when this component's rollback is one of its undo's (``to`` is then what was live before it)."""
     known = undo.known if undo is not None else None
+    if to is None and undo is None and (stopped := _interrupted_rollback(aws, env, component.key)):
+        runtime.stderr.write(
+            f"↩️  the last rollback of {component.key}, to {stopped}, was interrupted before it was verified: this one "
+            "finishes it (--to names another commit)\n"
+        )
+        to = stopped
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -863,7 +869,8 @@ def _rollback_of(
         # a rollback stopped after its move (Ctrl-C in its smoke): what runs was never verified, nor recorded
         runtime.stderr.write(
             f"↩️  {what} already runs {target.sha}, but the live record names {recorded[: git.SHORT_SHA]} (a rollback "
-            "stopped before it was verified): what is in place is skipped, then smoked and recorded\n"
+            "stopped before it was verified): what is in place is skipped, then "
+            + ("smoked and recorded\n" if smoke else "recorded (--no-smoke: not smoked)\n")
         )
         unverified, went_from = True, recorded
     if target.republish:
@@ -903,6 +910,22 @@ def _rollback_of(
         steps = tuple(dataclasses.replace(s, always=True) if isinstance(s, Smoke) else s for s in plan.steps)
         plan = dataclasses.replace(plan, steps=steps)
     return target, plan
+
+
+def _interrupted_rollback(aws: AwsFactory, env: EnvConfig, component: str) -> str | None:
+    """The commit the newest run of ``component`` went back to, when it is a rollback that was interrupted (Ctrl-C
+    after its move: what it moved was never verified); None otherwise, or when the history cannot be read. A rerun
+    of ``inv rollback`` without --to finishes it, where it went back one deploy further, from what runs now."""
+    try:
+        found = history.History.of(aws, env)
+        newest = found.records_of(component, 1) if found is not None else []
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return None
+    if not newest or not newest[0].rollback or newest[0].ok or newest[0].refused:
+        return None
+    if not any(step.get("detail") == "interrupted" for step in newest[0].steps):  # its groups' steps among them
+        return None
+    return newest[0].components.get(component) or None
 
 
 def _stopped_rollback(aws: AwsFactory, env: EnvConfig, component: str, sha: str) -> str | None:

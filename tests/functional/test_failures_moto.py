@@ -461,6 +461,23 @@ def test_a_live_record_s3_would_not_take_is_said_as_such_the_history_record_bein
     assert live(world, dev_env)["lambda:health_handler"] == c
 
 
+def stopped_in_its_smoke(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, component: str, path: str, *, to: bool
+) -> tuple[str, str]:
+    """B, then C deployed; inv rollback of ``component`` back to B (``to``: named with --to) stopped by Ctrl-C in its
+    smoke, its move done. (B, C); smoke passes again after it."""
+    ecs_as_aws_reports_it(world)
+    b = change(project, path, message="b")
+    assert auto(project, world)[1] is None
+    c = change(project, path, message="c")
+    assert auto(project, world)[1] is None and live(world, dev_env)[component] == c
+    script.smoke = interrupt
+    with pytest.raises(Interrupted):
+        commands.rollback(env="dev", component=component, to=b if to else None, runtime=runtime(project, world))
+    script.smoke = lambda ctx: Outcome.done("5 passed", smoke="5 passed")
+    return b, c
+
+
 @pytest.mark.parametrize(
     "component, path", [("lambda:health_handler", "lambda/health_handler/handler.py"), ("app", "backend/app/main.py")]
 )
@@ -470,15 +487,7 @@ def test_a_rollback_stopped_in_its_smoke_is_finished_by_its_rerun(
     """inv rollback --to B, Ctrl-C in its smoke: the move stayed (its message said a rerun redoes what is missing).
     The rerun said "nothing to roll back": no smoke, no record, the live record still naming C while B, never
     smoked, served. It skips what is in place, smokes, and records B."""
-    ecs_as_aws_reports_it(world)
-    b = change(project, path, message="b")
-    assert auto(project, world)[1] is None
-    c = change(project, path, message="c")
-    assert auto(project, world)[1] is None and live(world, dev_env)[component] == c
-    script.smoke = interrupt
-    with pytest.raises(Interrupted):
-        commands.rollback(env="dev", component=component, to=b, runtime=runtime(project, world))
-    script.smoke = lambda ctx: Outcome.done("5 passed", smoke="5 passed")
+    b, c = stopped_in_its_smoke(project, world, dev_env, script, component, path, to=True)
     smokes, run = script.smokes, runtime(project, world)
     commands.rollback(env="dev", component=component, to=b, runtime=run)
     said = run.stderr.getvalue()  # type: ignore[attr-defined]
@@ -489,6 +498,23 @@ def test_a_rollback_stopped_in_its_smoke_is_finished_by_its_rerun(
     run = runtime(project, world)
     commands.rollback(env="dev", component=component, to=b, runtime=run)  # now it is done
     assert "✅ nothing to roll back" in run.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "component, path", [("lambda:health_handler", "lambda/health_handler/handler.py"), ("app", "backend/app/main.py")]
+)
+def test_a_rollback_without_to_stopped_in_its_smoke_is_finished_by_its_rerun_not_taken_further_back(
+    component: str, path: str, project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """inv rollback (no --to) went C → B and was stopped in its smoke; the same command again went back from what
+    ran then, B, one deploy further: to A. It finishes the interrupted one (B); --no-smoke says it does not smoke."""
+    b, _ = stopped_in_its_smoke(project, world, dev_env, script, component, path, to=False)
+    smokes, run = script.smokes, runtime(project, world)
+    commands.rollback(env="dev", component=component, smoke=False, runtime=run)
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"the last rollback of {component}, to {b}, was interrupted before it was verified" in said, said
+    assert "then recorded (--no-smoke: not smoked)" in said and script.smokes == smokes
+    assert live(world, dev_env)[component] == b
 
 
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------

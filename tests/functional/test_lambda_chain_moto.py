@@ -1602,6 +1602,34 @@ def test_a_second_ctrl_c_while_the_canary_is_taken_back_does_not_cut_it_short(
     assert sent and routing_now(factory) == ("1", {})
 
 
+def test_a_take_back_refused_while_a_second_ctrl_c_came_is_said_before_the_interrupt_stops_the_run(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """The canary failed; its take-back was refused as a second Ctrl-C came: the interrupt, held back by the shield,
+    replaced the refusal before it was said, and the run ended saying the canary was taken back (the alias still
+    split). The refusal is said, with how to clear the alias, then the interrupt stops the run."""
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params.get("RoutingConfig") == {"AdditionalVersionWeights": {}}:
+            os.kill(os.getpid(), signal.SIGINT)
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "denied"}}, "UpdateAlias")
+
+    factory.client("lambda").meta.events.register("provide-client-params.lambda.UpdateAlias", refuse)
+    clock = Traffic(factory, failing=("2",))
+    runtime = commands.Runtime(
+        config_path=with_lambdas / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=clock,
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(),
+    )
+    with pytest.raises((Interrupted, KeyboardInterrupt)):
+        commands.deploy_lambda(FN, env="dev", smoke=False, runtime=runtime, canary="10", bake="20s")
+    assert routing_now(factory) == ("1", {"2": 0.1})
+    assert "❌ could not take the canary of health_handler back (" in said(runtime)
+
+
 def lost_answer(factory: AwsFactory, fail: Exception | None = None) -> None:
     """The canary's UpdateAlias as botocore's retry after a lost answer makes it: the first attempt applied (by
     another client), the call itself refused (Lambda's PreconditionFailedException: the RevisionId moved on), or
