@@ -38,7 +38,13 @@ from deploykit import history
 from deploykit.clock import shielded
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
-from deploykit.lambda_chain import get_alias, latest_as_served, read_version_and_alias, routed_versions
+from deploykit.lambda_chain import (
+    get_alias,
+    latest_as_served,
+    read_version_and_alias,
+    routed_versions,
+    routing_shares,
+)
 from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
 from deploykit.watch import (
@@ -63,6 +69,12 @@ TAKEN_BACK = "alone again"
 class AliasChanged(StepFailed):
     """The alias was changed by other means during a canary (a person in the console): the canary stops, judging
     nothing, and leaves the alias as that change left it."""
+
+
+def serving(alias: Mapping[str, Any]) -> str:
+    """What ``alias`` (as GetAlias answers it) serves, for a message: ``serves version 1 with 10% to version 2``."""
+    routed = routed_versions(alias)
+    return f"serves version {alias['FunctionVersion']}" + (f" with {routing_shares(routed)}" if routed else " alone")
 
 
 def _live_entry(ctx: Context, function: str) -> Mapping[str, str]:
@@ -295,7 +307,7 @@ class CanaryRelease(Step):
         others = [version for version in weights if version != new]
         judged_by = verified if verified and verified != new else (others[0] if others else None)
         if judged_by is not None:
-            now = f"with {', '.join(f'{w:.0%} to version {v}' for v, w in weights.items())}" if weights else "alone"
+            now = f"with {routing_shares(weights)}" if weights else "alone"
             ctx.reporter.line(
                 f"🐤 {self.function}: {self.alias} serves version {new} {now}, which no canary or deploy verified: the "
                 f"canary starts from version {judged_by}"
@@ -319,12 +331,10 @@ class CanaryRelease(Step):
             now = get_alias(client, self.function_name, self.alias)
             split = {version: round(weight, 4) for version, weight in routed_versions(now).items()}
             if str(now["FunctionVersion"]) != old or split != {new: share}:
-                routed = ", ".join(f"{w:.0%} to version {v}" for v, w in routed_versions(now).items())
                 raise AliasChanged(
                     f"the canary of {self.function} stopped unjudged: {self.alias} was changed by other means while "
-                    f"it ran, and serves version {now['FunctionVersion']}"
-                    + (f" with {routed}" if routed else " alone")
-                    + f" (version {new} took {self.percent:g}% before: {counts[new]}); the release goes no further",
+                    f"it ran, and {serving(now)} (version {new} took {self.percent:g}% before: {counts[new]}); the "
+                    "release goes no further",
                     next_step=f"see who changed it (CloudTrail: UpdateAlias on {self.function_name}); deploy again "
                     "once it is settled",
                 )
@@ -344,8 +354,7 @@ class CanaryRelease(Step):
             now = get_alias(client, self.function_name, self.alias)
         except (BotoCoreError, ClientError, UsageError):
             return f"{self.alias} may still route {self.percent:g}% to version {new}"
-        routed = ", ".join(f"{w:.0%} to version {v}" for v, w in routed_versions(now).items())
-        return f"{self.alias} serves version {now['FunctionVersion']}" + (f" with {routed}" if routed else " alone")
+        return f"{self.alias} {serving(now)}"
 
     def _clear_command(self, old: str) -> str:
         return (

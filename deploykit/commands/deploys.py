@@ -33,7 +33,7 @@ from deploykit import (
 from deploykit import canary as lambda_canary
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import image_in_registry
-from deploykit.aws import AwsFactory, at_once
+from deploykit.aws import AwsFactory, Once, at_once
 from deploykit.commands.core import (
     LiveBefore,
     Runtime,
@@ -834,12 +834,13 @@ def _rollback_of(
     """Resolve one component's rollback and say it; the plan, or None when it already runs the target. ``undo``: the
     run being undone, when this component's rollback is one of its undo's (``to`` is then what was live before it)."""
     known = undo.known if undo is not None else None
-    if to is None and undo is None and (stopped := _interrupted_rollback(aws, env, component.key)):
+    last = Once(partial(_unfinished_rollback, aws, env, component.key))  # read when asked, once
+    if to is None and undo is None and (stopped := last()) and (interrupted := _interrupted_to(stopped[0], component)):
         runtime.stderr.write(
-            f"↩️  the last rollback of {component.key}, to {stopped}, was interrupted before it was verified: this one "
-            "finishes it (--to names another commit)\n"
+            f"↩️  the last rollback of {component.key}, to {interrupted}, was interrupted before it was verified: this "
+            "one finishes it (--to names another commit)\n"
         )
-        to = stopped
+        to = interrupted
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -862,7 +863,7 @@ def _rollback_of(
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     unverified, went_from = False, target.live  # what it goes back from, for its record
     if target.live == target.sha and not target.routed:
-        recorded = _stopped_rollback(aws, env, target.component.key, target.sha)
+        recorded = _unverified_by(last(), target)
         if recorded is None:
             runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
             return target, None
@@ -912,38 +913,39 @@ def _rollback_of(
     return target, plan
 
 
-def _interrupted_rollback(aws: AwsFactory, env: EnvConfig, component: str) -> str | None:
-    """The commit the newest run of ``component`` went back to, when it is a rollback that was interrupted (Ctrl-C
-    after its move: what it moved was never verified); None otherwise, or when the history cannot be read. A rerun
-    of ``inv rollback`` without --to finishes it, where it went back one deploy further, from what runs now."""
+def _unfinished_rollback(aws: AwsFactory, env: EnvConfig, component: str) -> tuple[history.Record, str] | None:
+    """The newest run of ``component`` when it is a rollback that did not end well (Ctrl-C in its smoke: its move
+    stayed, never verified), with the commit the live record names for it ("" none: what the last verified run
+    left); None otherwise, or when the history cannot be read (what runs is then taken as it is)."""
     try:
         found = history.History.of(aws, env)
         newest = found.records_of(component, 1) if found is not None else []
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-        return None
-    if not newest or not newest[0].rollback or newest[0].ok or newest[0].refused:
-        return None
-    if not any(step.get("detail") == "interrupted" for step in newest[0].steps):  # its groups' steps among them
-        return None
-    return newest[0].components.get(component) or None
-
-
-def _stopped_rollback(aws: AwsFactory, env: EnvConfig, component: str, sha: str) -> str | None:
-    """When the newest run of ``component`` is a rollback to ``sha`` that did not end well (Ctrl-C in its smoke: its
-    move stayed) and the live record names another commit: that commit (what the last verified run left); None
-    otherwise, or when the history cannot be read (what runs is then taken as it is)."""
-    try:
-        found = history.History.of(aws, env)
-        if found is None:
+        if found is None or not newest or not newest[0].rollback or newest[0].ok:
             return None
-        newest = found.records_of(component, 1)
-        recorded = str(found.live().get(component, {}).get("sha") or "")
+        return newest[0], str(found.live().get(component, {}).get("sha") or "")
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable):
         return None
-    stopped = bool(newest) and newest[0].rollback and not newest[0].ok
-    if not stopped or newest[0].components.get(component, "")[: git.SHORT_SHA] != sha[: git.SHORT_SHA]:
+
+
+def _interrupted_to(record: history.Record, component: rollbacks.Component) -> str | None:
+    """The commit an unfinished rollback (:func:`_unfinished_rollback`) went back to, when it was interrupted (not
+    refused, nor failed otherwise): a rerun of ``inv rollback`` without --to finishes it, where it went back one
+    deploy further, from what runs now."""
+    if record.refused or not any(step.get("detail") == "interrupted" for step in record.steps):  # groups' steps too
         return None
-    return recorded if recorded and recorded[: git.SHORT_SHA] != sha[: git.SHORT_SHA] else None
+    return record.components.get(component.key) or None
+
+
+def _unverified_by(unfinished: tuple[history.Record, str] | None, target: rollbacks.Target) -> str | None:
+    """What the live record names for ``target``'s component when an unfinished rollback to ``target`` is what
+    runs, and the live record another commit: the rollback's rerun smokes and records it; None otherwise."""
+    if unfinished is None:
+        return None
+    record, recorded = unfinished
+    short = target.sha[: git.SHORT_SHA]
+    if record.components.get(target.component.key, "")[: git.SHORT_SHA] != short:
+        return None
+    return recorded if recorded and recorded[: git.SHORT_SHA] != short else None
 
 
 def _run_rollback_plan(

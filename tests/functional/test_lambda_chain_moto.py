@@ -1394,8 +1394,8 @@ class Traffic(FakeClock):
             self.cloudwatch.put_metric_data(Namespace="AWS/Lambda", MetricData=data)
 
 
-def deploy(project: Path, factory: AwsFactory, clock: FakeClock, **options: str) -> commands.Runtime:
-    runtime = commands.Runtime(
+def lambda_runtime(project: Path, factory: AwsFactory, clock: FakeClock) -> commands.Runtime:
+    return commands.Runtime(
         config_path=project / "deploy.toml",
         stdout=io.StringIO(),
         stderr=io.StringIO(),
@@ -1403,6 +1403,10 @@ def deploy(project: Path, factory: AwsFactory, clock: FakeClock, **options: str)
         aws_factory=lambda _env: factory,
         docker_factory=Mock(side_effect=AssertionError("the Lambda fast path must not touch Docker")),
     )
+
+
+def deploy(project: Path, factory: AwsFactory, clock: FakeClock, **options: str) -> commands.Runtime:
+    runtime = lambda_runtime(project, factory, clock)
     commands.deploy_lambda(FN, env="dev", smoke=False, runtime=runtime, **options)
     return runtime
 
@@ -1615,15 +1619,7 @@ def test_a_take_back_refused_while_a_second_ctrl_c_came_is_said_before_the_inter
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "denied"}}, "UpdateAlias")
 
     factory.client("lambda").meta.events.register("provide-client-params.lambda.UpdateAlias", refuse)
-    clock = Traffic(factory, failing=("2",))
-    runtime = commands.Runtime(
-        config_path=with_lambdas / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=clock,
-        aws_factory=lambda _env: factory,
-        docker_factory=Mock(),
-    )
+    runtime = lambda_runtime(with_lambdas, factory, Traffic(factory, failing=("2",)))
     with pytest.raises((Interrupted, KeyboardInterrupt)):
         commands.deploy_lambda(FN, env="dev", smoke=False, runtime=runtime, canary="10", bake="20s")
     assert routing_now(factory) == ("1", {"2": 0.1})
