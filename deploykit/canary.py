@@ -45,7 +45,7 @@ from deploykit.lambda_chain import (
     routed_versions,
     routing_shares,
 )
-from deploykit.plan import Context, Outcome, Step, carry
+from deploykit.plan import Context, Outcome, Step, carry, held_back
 from deploykit.stacks import error_code
 from deploykit.watch import (
     BEFORE_SECONDS,
@@ -327,6 +327,9 @@ class CanaryRelease(Step):
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt
+            held = held_back(ctx, f"the canary of {self.function} stopped unjudged (taken back)")
+            if held is not None:  # a step beside it failed: not promoted only for the automatic rollback to put back
+                raise held
             counts = version_counts(since.read(), versions)
             now = get_alias(client, self.function_name, self.alias)
             split = {version: round(weight, 4) for version, weight in routed_versions(now).items()}

@@ -285,6 +285,7 @@ def record_of(
         step = {"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": detail}
         step |= {"changes": list(r.changes)} if r.changes else {}  # what it changed (a stack: each value)
         step |= {"refused": True} if r.refused else {}  # failed as a guard stopped it, changing nothing
+        step |= {"held_back": True} if r.held_back else {}  # stopped short as a step beside it failed
         steps.append(step | ({"in": parent.step} if parent is not None else {}))
         for child in r.children:
             add(child, r)

@@ -54,6 +54,11 @@ class Context:
     # Set when the run is interrupted while steps run side by side (Parallel): each stops at its next safe point,
     # a sequence between two of its steps, a canary by taking itself back.
     stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    # Set when a step running beside others failed (not refused, not interrupted): the run fails, and its automatic
+    # rollback puts back what changed. The steps still running beside it go no further than they must
+    # (:class:`HeldBack`): a sequence starts none of its next steps, a canary takes itself back. Each run
+    # (Executor.execute) starts it clear.
+    failing: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
     # Checked once, before the first step of the plan that changes what is live (not artifacts_only) starts: its
     # error ends the run there, nothing live changed (deploy.auto: what is live is still what its plan was made from)
@@ -322,6 +327,8 @@ class StepRecord:
     # failed, as a guard or bad input stopped it (exit 2: :func:`refusal`): it changed nothing (a group: its step that
     # refused changed nothing; its steps before may have)
     refused: bool = False
+    # failed as a step beside it failed (:class:`HeldBack`): stopped short, not the run's failure
+    held_back: bool = False
 
 
 def step_json(record: StepRecord) -> dict[str, Any]:
@@ -337,7 +344,7 @@ def step_json(record: StepRecord) -> dict[str, Any]:
         "children": [step_json(child) for child in record.children],
     }
     data |= {"changes": list(record.changes)} if record.changes else {}
-    return data | ({"refused": True} if record.refused else {})
+    return data | ({"refused": True} if record.refused else {}) | ({"held_back": True} if record.held_back else {})
 
 
 def all_records(records: Iterable[StepRecord]) -> Iterator[StepRecord]:
@@ -394,8 +401,19 @@ def failed_record(step: Step, exc: BaseException, seconds: float) -> StepRecord:
     detail = "interrupted" if isinstance(exc, KeyboardInterrupt) else said(exc)
     children, outputs = carried(exc)
     record = StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
-    record.refused = refusal(exc)
+    record.refused, record.held_back = refusal(exc), isinstance(exc, HeldBack)
     return record
+
+
+class HeldBack(Exception):
+    """A step, or a group's, stopped because a step beside it failed (:attr:`Context.failing`): what it would do next
+    the run would put back (a canary's new version promoted, an app rolled out, then the automatic rollback), so it
+    does not. Never the run's error: the failure beside it is."""
+
+
+def held_back(ctx: Context, what: str) -> HeldBack | None:
+    """:class:`HeldBack` saying ``what`` (what did not go on) when a step beside it failed, else None."""
+    return HeldBack(f"{what}: a step beside it failed") if ctx.failing.is_set() else None
 
 
 def refusal(exc: BaseException) -> bool:
@@ -425,6 +443,9 @@ class Sequence(Step):
         for index, step in enumerate(self.steps):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
                 raise carry(KeyboardInterrupt(), children + [not_run(later) for later in self.steps[index:]], outputs)
+            held = held_back(ctx, f"{self.label}: {step.name} not started")
+            if held is not None:  # a step beside it failed: nothing further that the rollback would put back
+                raise carry(held, children + [not_run(later) for later in self.steps[index:]], outputs)
             t0 = ctx.clock.monotonic()
             ctx.start_early(step, self.steps[index + 1 :])
             try:
@@ -491,6 +512,8 @@ class Parallel(Step):
                 except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
                     ended[index] = exc, ctx.clock.monotonic() - t0
                     failed.set()
+                    if not isinstance(exc, KeyboardInterrupt | HeldBack) and not refusal(exc):
+                        ctx.failing.set()  # the run fails: the steps still running beside it go no further
             finally:
                 settled[index].set()
 
@@ -506,8 +529,11 @@ class Parallel(Step):
         failures = [
             (s, r)
             for i, s in enumerate(self.steps)
-            if i in ended and isinstance(r := ended[i][0], BaseException) and not isinstance(r, KeyboardInterrupt)
+            if i in ended
+            and isinstance(r := ended[i][0], BaseException)
+            and not isinstance(r, KeyboardInterrupt | HeldBack)
         ]
+        held = [r for r, _ in ended.values() if isinstance(r, HeldBack)]
         # a failure before a refusal, whatever their order: the group's refusal (exit 2, "nothing changed") would hide
         # what the failed sibling changed, and the automatic rollback would not follow; and deploykit's own verdict (a
         # canary that failed, a smoke) before an AWS call's failure (still raw here: the executor translates it), which
@@ -521,8 +547,14 @@ class Parallel(Step):
         if unstarted or any(isinstance(r, KeyboardInterrupt) for r, _ in ended.values()):
             # stopped by the interrupt of a group around this one: said as one, with what each step did
             raise carry(KeyboardInterrupt(), children, outputs)
+        for stopped in held:
+            if not getattr(stopped, "told", False):  # once, by the innermost group
+                ctx.reporter.line(f"⏹  {stopped}")
+                stopped.told = True  # type: ignore[attr-defined]
         if failures:
             raise carry(failures[0][1], children, outputs)
+        if held:  # a step beside this group failed: the group stopped with its own steps
+            raise carry(held[0], children, outputs)
         done = sum(1 for c in children if c.status == "done")
         return Outcome(group_status(children), f"{done} of {len(children)} changed", outputs, tuple(children))
 
@@ -589,7 +621,8 @@ class RunReport:
         def add(record: StepRecord, depth: int) -> None:  # a group's steps under it (a group's groups too, "· ↳")
             name = nested_name(record.step, depth)
             seconds = f"{record.seconds:.1f}s" if record.status != "not run" else ""
-            rows.append([name, "🛑 refused" if record.refused else icons[record.status], seconds, record.detail])
+            result = "🛑 refused" if record.refused else "⏹  held back" if record.held_back else icons[record.status]
+            rows.append([name, result, seconds, record.detail])
             for child in record.children:
                 add(child, depth + 1)
 
@@ -632,6 +665,7 @@ class Executor:
     def execute(self, plan: Plan) -> RunReport:
         clock, out = self.ctx.clock, self.ctx.reporter
         start = clock.monotonic()
+        self.ctx.failing.clear()  # the run before (the deploy an automatic rollback follows) failed, not this one
         records = [not_run(s) for s in plan.steps]
         error: DeployKitError | None = None
         changing: datetime | None = None  # when this run began changing what is live (RunReport.changing_since)
@@ -836,11 +870,13 @@ def interruption(plan: Plan, index: int, step: Step) -> Interrupted:
     done = counted([leaf.name for prior in plan.steps[:index] for leaf in leaves(prior)])
     before = f"the steps before it ({done}) are done and stay; " if done else ""
     later = sum(1 for following in plan.steps[index + 1 :] for _ in leaves(following))
+    # not deploy.auto after a rollback: it would deploy again what the rollback takes off
+    again = "the same command again" + ("" if plan.rollback else f" (or inv deploy.auto --env {plan.env})")
     return Interrupted(
         f"interrupted during {step.name} ({step.describe()}): {step.interrupted()}; {before}"
         f"{later} later step(s) not run",
-        next_step=f"run the same command again (or inv deploy.auto --env {plan.env}): every step skips what is "
-        f"already in place, so it converges; inv health --env {plan.env} shows what is live now",
+        next_step=f"run {again}: every step skips what is already in place, so it converges; inv health --env "
+        f"{plan.env} shows what is live now",
     )
 
 

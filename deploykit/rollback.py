@@ -1356,9 +1356,10 @@ class Undo:
 
 def failed_step(report: RunReport) -> StepRecord | None:
     """The step whose failure ended the run: the step of a group that failed it, when a group did (of a group's
-    group too; the first in the group's order, whose error the group raised)."""
+    group too; the first in the group's order, whose error the group raised; not one a failure beside it held
+    back)."""
     failed = next((record for record in report.records if record.status == "failed"), None)
-    while failed is not None and (inner := [c for c in failed.children if c.status == "failed"]):
+    while failed is not None and (inner := [c for c in failed.children if c.status == "failed" and not c.held_back]):
         failed = inner[0]
     return failed
 

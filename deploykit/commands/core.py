@@ -587,11 +587,16 @@ def recover(
     wrote = "; what it wrote: " + ", ".join(
         f"inv logs --env {env.name}" + ("" if c == "app" else f" --component {c}") + " --since 15m" for c in suspects
     )
+    # by hand: each component to what the automatic rollback puts back, named (without --to, a rollback goes one
+    # deploy back from what runs then, and without --component it is the app's, which this run may not have touched)
+    back_to = dict(undo.plan.deploys)
+    by_hand = ", ".join(
+        f"inv rollback --env {env.name} --component {c}" + (f" --to {back_to[c]}" if c in back_to else "")
+        for c in dict.fromkeys(undo.components)
+    )
     if not rollback:
         error.message += f"; left in place for debugging (--no-rollback): {replaced}"
-        error.next_step = (
-            f"put back what was live: inv rollback --env {env.name} (per Lambda: --component lambda:NAME){wrote}"
-        )
+        error.next_step = f"put back what was live: {by_hand}{wrote}"
         return None
     for note in undo.notes:
         runtime.stderr.write(f"↩️  {note}\n")
@@ -617,9 +622,7 @@ def recover(
             f"; the automatic rollback failed too ({undone.error.message.splitlines()[0]}): {env.name} may run "
             f"neither version"
         )
-        error.next_step = (
-            f"see what runs: inv health --env {env.name}; then put it back by hand: inv rollback --env {env.name}"
-        )
+        error.next_step = f"see what runs: inv health --env {env.name}; then put it back by hand: {by_hand}"
     return undone
 
 

@@ -835,12 +835,12 @@ def _rollback_of(
     run being undone, when this component's rollback is one of its undo's (``to`` is then what was live before it)."""
     known = undo.known if undo is not None else None
     last = Once(partial(_unfinished_rollback, aws, env, component.key))  # read when asked, once
-    if to is None and undo is None and (stopped := last()) and (interrupted := _interrupted_to(stopped[0], component)):
+    if to is None and undo is None and (stopped := last()) and (unfinished := _unfinished_to(stopped[0], component)):
+        to, how = unfinished
         runtime.stderr.write(
-            f"↩️  the last rollback of {component.key}, to {interrupted}, was interrupted before it was verified: this "
-            "one finishes it (--to names another commit)\n"
+            f"↩️  the last rollback of {component.key}, to {to}, {how} before it was verified: this one finishes it "
+            "(--to names another commit)\n"
         )
-        to = interrupted
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -927,13 +927,24 @@ def _unfinished_rollback(aws: AwsFactory, env: EnvConfig, component: str) -> tup
         return None
 
 
-def _interrupted_to(record: history.Record, component: rollbacks.Component) -> str | None:
-    """The commit an unfinished rollback (:func:`_unfinished_rollback`) went back to, when it was interrupted (not
-    refused, nor failed otherwise): a rerun of ``inv rollback`` without --to finishes it, where it went back one
-    deploy further, from what runs now."""
-    if record.refused or not any(step.get("detail") == "interrupted" for step in record.steps):  # groups' steps too
+def _unfinished_to(record: history.Record, component: rollbacks.Component) -> tuple[str, str] | None:
+    """The commit an unfinished rollback (:func:`_unfinished_rollback`) went back to, and how it ended, when it was
+    interrupted, or failed in a step that judges no release (AWS refused a call of its move, or its answer was lost:
+    the move may be in): a rerun of ``inv rollback`` without --to finishes it, where it went back one deploy
+    further, from what runs now (forward onto the release it was rolling back from, when the move was in and the
+    failed record took nothing off). Not after a refusal (nothing changed), nor when the release it went back to
+    failed a check of its own (wait-healthy, smoke: the rerun goes back further, past it)."""
+    steps = record.steps  # groups' steps too
+    if record.refused:
         return None
-    return record.components.get(component.key) or None
+    if any(step.get("detail") == "interrupted" for step in steps):
+        how = "was interrupted"
+    elif any(step.get("status") == "failed" and step.get("step") in rollbacks.TRIGGERS for step in steps):
+        return None
+    else:
+        how = "failed"
+    target = record.components.get(component.key)
+    return (target, how) if target else None
 
 
 def _unverified_by(unfinished: tuple[history.Record, str] | None, target: rollbacks.Target) -> str | None:

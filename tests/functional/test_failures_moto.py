@@ -258,6 +258,32 @@ def test_one_function_failing_beside_the_other_and_the_app_puts_both_back(
     assert {"app", "lambda:health_handler", "lambda:login_handler"} <= components
 
 
+def test_an_automatic_rollback_that_failed_names_the_rollback_of_each_component_it_was_to_put_back(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """A function's release failed its smoke, and its automatic rollback failed too (UpdateAlias throttled): the next
+    step said "inv rollback --env dev", which rolls back the app, untouched by the run, and left the function on the
+    release that failed. It names the function and the commit to go back to."""
+    a = head(project)
+    change(project, "lambda/health_handler/handler.py")
+    script.smoke = smoke_fails
+    moved: list[str] = []
+
+    def throttled(params: dict[str, Any], **_: Any) -> None:
+        moved.append(params["FunctionVersion"])
+        if len(moved) > 1:  # the run's own move goes; the rollback's is refused
+            throttle = {"Error": {"Code": "TooManyRequestsException"}, "ResponseMetadata": {"HTTPStatusCode": 429}}
+            raise botocore.exceptions.ClientError(throttle, "UpdateAlias")
+
+    world.client("lambda").meta.events.register("before-parameter-build.lambda.UpdateAlias", throttled)
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed) and "the automatic rollback failed too" in error.message, said
+    assert error.next_step == (
+        "see what runs: inv health --env dev; then put it back by hand: inv rollback --env dev --component "
+        f"lambda:health_handler --to {a}"
+    )
+
+
 def smoke_fails(ctx: Context) -> Outcome:
     raise StepFailed("smoke failed (4 passed, 1 failed): api_gateway: GET /health → 502", next_step="look")
 
@@ -472,8 +498,10 @@ def stopped_in_its_smoke(
     c = change(project, path, message="c")
     assert auto(project, world)[1] is None and live(world, dev_env)[component] == c
     script.smoke = interrupt
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted) as stopped:
         commands.rollback(env="dev", component=component, to=b if to else None, runtime=runtime(project, world))
+    # not "or inv deploy.auto", which deploys C again
+    assert (stopped.value.next_step or "").startswith("run the same command again: every step skips what is")
     script.smoke = lambda ctx: Outcome.done("5 passed", smoke="5 passed")
     return b, c
 
@@ -517,6 +545,74 @@ def test_a_rollback_without_to_stopped_in_its_smoke_is_finished_by_its_rerun_not
     assert live(world, dev_env)[component] == b
 
 
+@pytest.mark.parametrize(
+    "component, path, service, operation",
+    [
+        ("lambda:health_handler", "lambda/health_handler/handler.py", "lambda", "UpdateAlias"),
+        ("app", "backend/app/main.py", "ecs", "UpdateService"),
+    ],
+)
+def test_a_rollback_whose_move_went_in_and_failed_is_finished_by_its_rerun_not_taken_forward(
+    component: str,
+    path: str,
+    service: str,
+    operation: str,
+    project: Path,
+    world: AwsFactory,
+    dev_env: EnvConfig,
+    script: Script,
+) -> None:
+    """inv rollback (no --to) went C → B, and the answer of its move was lost (AWS applied it): the run failed, B
+    serving. The same command again went "one deploy back" from B, and the failed record took nothing off: forward,
+    to C, the release rolled back from. It finishes the failed one."""
+    ecs_as_aws_reports_it(world)
+    b = change(project, path, message="b")
+    assert auto(project, world)[1] is None
+    c = change(project, path, message="c")
+    assert auto(project, world)[1] is None and live(world, dev_env)[component] == c
+    answer_lost(world, service, operation)
+    with pytest.raises(StepFailed):
+        commands.rollback(env="dev", component=component, runtime=runtime(project, world))
+    run = runtime(project, world)
+    commands.rollback(env="dev", component=component, runtime=run)
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"the last rollback of {component}, to {b}, failed before it was verified: this one finishes it" in said
+    assert live(world, dev_env)[component] == b and newest(world, dev_env)[0].ok, said
+    if component == "app":
+        assert service_tag(world) == b
+    else:
+        version = alias_version(world, "health_handler")
+        found = world.client("lambda").get_function_configuration(
+            FunctionName=FUNCTIONS["health_handler"], Qualifier=version
+        )
+        assert found["Description"].endswith(f" git {b}"), found["Description"]
+
+
+@pytest.mark.parametrize(
+    "component, path", [("lambda:health_handler", "lambda/health_handler/handler.py"), ("app", "backend/app/main.py")]
+)
+def test_a_rollback_whose_release_failed_its_smoke_is_not_finished_by_its_rerun_which_goes_further_back(
+    component: str, path: str, project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """inv rollback (no --to) went C → B, and B failed its smoke: B is bad too, and the same command again goes back
+    past it (and past C, which the failed rollback took off), to A; it does not finish the rollback to B."""
+    ecs_as_aws_reports_it(world)
+    a = head(project)
+    change(project, path, message="b")
+    assert auto(project, world)[1] is None
+    c = change(project, path, message="c")
+    assert auto(project, world)[1] is None and live(world, dev_env)[component] == c
+    script.smoke = smoke_fails
+    with pytest.raises(StepFailed):
+        commands.rollback(env="dev", component=component, runtime=runtime(project, world))
+    script.smoke = lambda ctx: Outcome.done("5 passed", smoke="5 passed")
+    run = runtime(project, world)
+    commands.rollback(env="dev", component=component, runtime=run)
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "this one finishes it" not in said and f"→ {a} [history" in said, said
+    assert live(world, dev_env)[component] == a
+
+
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------
 
 
@@ -554,6 +650,9 @@ def test_a_function_kept_after_its_smoke_failed_is_deployed_again_and_put_back_w
     script.smoke = smoke_fails
     _, error, _ = auto(project, world, rollback=False)
     assert isinstance(error, StepFailed) and "left in place for debugging (--no-rollback)" in error.message
+    assert (error.next_step or "").startswith(
+        f"put back what was live: inv rollback --env dev --component lambda:health_handler --to {b};"
+    )
     assert alias_version(world, "health_handler") == "3" and live(world, dev_env)["lambda:health_handler"] == b
     components, _ = planned(project, world)
     assert components == {"lambda:health_handler"}

@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
@@ -42,7 +43,7 @@ from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.git import current_revision
 from deploykit.output import GuardedStream, Reporter
-from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, RunReport, carried
+from deploykit.plan import Context, Executor, HeldBack, Outcome, Parallel, Plan, RunReport, carried, held_back
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
 from deploykit.stacks import stack_parameters
@@ -1699,13 +1700,14 @@ def test_a_run_that_fails_before_its_alias_moves_puts_latest_back_on_the_code_th
 
 
 class BothServe(FakeClock):
-    """Both functions serve ten requests while anyone sleeps (the steps of deploy.auto's side-by-side chains sleep in
+    """Both functions serve ``requests`` while anyone sleeps (the steps of deploy.auto's side-by-side chains sleep in
     their own threads), routed by each alias's weights; the (function, version) in ``failing`` fail every one."""
 
-    def __init__(self, factory: AwsFactory, failing: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, factory: AwsFactory, failing: tuple[tuple[str, str], ...] = (), requests: int = 10) -> None:
         super().__init__(start=datetime.now(UTC))
-        self.lam, self.cloudwatch = factory.client("lambda"), factory.client("cloudwatch")
-        self.failing = failing
+        # clients of their own: what a test holds of deploykit's calls (alias_reads_wait) never holds the traffic
+        self.lam, self.cloudwatch = new_session().client("lambda"), new_session().client("cloudwatch")
+        self.failing, self.requests = failing, requests
         self.guard = threading.Lock()
 
     def sleep(self, seconds: float) -> None:
@@ -1714,8 +1716,8 @@ class BothServe(FakeClock):
             for fn, name in FUNCTIONS.items():
                 alias = self.lam.get_alias(FunctionName=name, Name="live")
                 weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-                served = {version: round(10 * weight) for version, weight in weights.items()}
-                served[str(alias["FunctionVersion"])] = 10 - sum(served.values())
+                served = {version: round(self.requests * weight) for version, weight in weights.items()}
+                served[str(alias["FunctionVersion"])] = self.requests - sum(served.values())
                 data = []
                 for version, count in served.items():
                     dimensions = canary.dimensions(name, "live", version)
@@ -1730,6 +1732,18 @@ class BothServe(FakeClock):
                         {"MetricName": "Errors", "Dimensions": dimensions, "Value": errors, "Timestamp": self.now()},
                     ]
                 self.cloudwatch.put_metric_data(Namespace="AWS/Lambda", MetricData=data)
+
+
+def alias_reads_wait(factory: AwsFactory, function: str, until: Callable[[], bool]) -> None:
+    """Each GetAlias of ``function``'s alias waits (10 s at most) until ``until()``: what its chain does next (its
+    canary's next look) comes after what another chain does meanwhile, whatever the threads' pace."""
+
+    def hold(params: dict[str, Any], **_: Any) -> None:
+        deadline = time.monotonic() + 10
+        while params.get("FunctionName") == FUNCTIONS[function] and not until() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    factory.client("lambda").meta.events.register("before-parameter-build.lambda.GetAlias", hold)
 
 
 def test_a_failed_canary_in_deploy_auto_puts_back_the_function_moved_beside_it(
@@ -1754,6 +1768,16 @@ def test_a_failed_canary_in_deploy_auto_puts_back_the_function_moved_beside_it(
     plan = auto.auto_plan(config, env, revision, found, auto.Inputs(image_tag="", code_keys={}, functions=FUNCTIONS))
     clock = BothServe(factory, failing=(("login_handler", "3"),))
     runtime = moto_runtime(with_lambdas, factory, clock=clock)
+    promoted = threading.Event()  # health_handler's alias moved to version 3: its canary passed before the other's
+    alias_reads_wait(factory, "login_handler", promoted.is_set)
+    factory.client("lambda").meta.events.register(
+        "after-call.lambda.UpdateAlias",
+        lambda parsed, **_: (
+            promoted.set()
+            if parsed.get("AliasArn", "").endswith("health:live") and parsed.get("FunctionVersion") == "3"
+            else None
+        ),
+    )
     with pytest.raises(StepFailed) as failed:
         run_plan(runtime, config, env, plan, dry_run=False, as_json=False, aws=factory, rollback=True)
     assert "the canary of login_handler failed" in failed.value.message
@@ -1773,6 +1797,81 @@ def test_a_failed_canary_in_deploy_auto_puts_back_the_function_moved_beside_it(
     assert smoked == ["smoke"]  # the rollback's: what serves is checked
     store = history.History.of(factory, env)
     assert store is not None and store.live()["lambda:health_handler"]["sha"] == base
+
+
+def test_a_canary_failing_mid_bake_in_deploy_auto_takes_back_the_one_baking_beside_it(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """login_handler's canary fails at its first look, enough requests telling; health_handler's, beside it, baked
+    on, and its move-alias gave its version every request, for the automatic rollback to take it away again (or,
+    that rollback failing, to leave it serving, never verified). It stops unjudged, taken back, its move-alias not
+    started; the rollback finds nothing of it to put back."""
+    for fn in FUNCTIONS:  # version 2 of each, by the fast path, recorded
+        commands.deploy_lambda(fn, env="dev", smoke=False, runtime=moto_runtime(with_lambdas, factory))
+    for fn in FUNCTIONS:
+        handler = with_lambdas / "lambda" / fn / "handler.py"
+        handler.write_text(handler.read_text() + "\n# both change\n")
+    base = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    git(with_lambdas, "commit", "-qam", "both change")
+    config = load_config(with_lambdas / "deploy.toml")
+    env = with_canary(config.environment("dev"), "10", "30s")
+    plan = auto.auto_plan(
+        config,
+        env,
+        changes.scope(config, current_revision(config.root, allow_dirty=False)),
+        changes.detect(config, {f"lambda:{fn}": base for fn in FUNCTIONS}),
+        auto.Inputs(image_tag="", code_keys={}, functions=FUNCTIONS),
+    )
+    runtime = moto_runtime(with_lambdas, factory, clock=BothServe(factory, (("login_handler", "3"),), requests=100))
+    # health_handler's canary, once it splits the alias, looks again only after the run was told of the failure
+    contexts: list[Context] = []
+    splits: list[str] = []
+
+    def spy(ctx: Context, what: str) -> HeldBack | None:
+        contexts.append(ctx)
+        return held_back(ctx, what)
+
+    monkeypatch.setattr(canary, "held_back", spy)
+    told = threading.Event()  # the run was told (the automatic rollback's run clears it again)
+
+    def looks_again() -> bool:
+        if contexts and contexts[0].failing.is_set():
+            told.set()
+        return not splits or told.is_set()
+
+    alias_reads_wait(factory, "health_handler", looks_again)
+    factory.client("lambda").meta.events.register(
+        "before-parameter-build.lambda.UpdateAlias",
+        lambda params, **_: (
+            splits.append("split")
+            if params["FunctionName"] == FUNCTIONS["health_handler"]
+            and params["RoutingConfig"]["AdditionalVersionWeights"]
+            else None
+        ),
+    )
+    with pytest.raises(StepFailed) as failed:
+        run_plan(runtime, config, env, plan, dry_run=False, as_json=False, aws=factory, rollback=True)
+    assert failed.value.message.startswith("the canary of login_handler failed: version 3 answered ")
+    assert "live → version 3" not in said(runtime)  # no move-alias of either
+    lam = factory.client("lambda")
+    for fn in FUNCTIONS:
+        alias = lam.get_alias(FunctionName=FUNCTIONS[fn], Name="live")
+        assert (alias["FunctionVersion"], alias.get("RoutingConfig", {}).get("AdditionalVersionWeights") or {}) == (
+            "2",
+            {},
+        ), fn
+    assert "↩️  health_handler: canary taken back, live serves version 2 alone" in said(runtime)
+    assert "⏹  the canary of health_handler stopped unjudged (taken back): a step beside it failed" in said(runtime)
+    # the log named is that of the version that failed, not of the one held back beside it
+    assert "inv logs --env dev --component lambda:login_handler --since 15m" in (failed.value.next_step or "")
+    assert "lambda:health_handler --since" not in (failed.value.next_step or "")
+    store = history.History.of(factory, env)
+    assert store is not None
+    steps = [step for record in store.records(limit=2) for step in record.steps]  # the rollback's, the run's
+    assert [(s["detail"][:40], s.get("held_back")) for s in steps if s["step"] == "canary"] == [
+        ("the canary of health_handler stopped unj", True),
+        ("the canary of login_handler failed: vers", None),
+    ]
 
 
 def test_a_canary_no_request_reached_is_said_and_the_deploy_goes_on(

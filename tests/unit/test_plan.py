@@ -546,6 +546,93 @@ def test_an_interrupt_during_a_parallel_group_stops_each_sequence_before_its_nex
 
 
 @dataclass(frozen=True)
+class Baking(Step):
+    """Runs until a step beside it has ended (as a canary bakes), then is done; what ``started`` says it began."""
+
+    name: ClassVar[str] = "bake"
+    started: threading.Event
+    beside: threading.Event
+
+    def describe(self) -> str:
+        return "bake while the step beside it runs"
+
+    def run(self, ctx: Context) -> Outcome:
+        self.started.set()
+        assert self.beside.wait(timeout=5), "the step beside it never ended"
+        return Outcome.done("baked")
+
+
+@dataclass(frozen=True)
+class Promote(Step):
+    name: ClassVar[str] = "promote"
+    ran: list[str]
+
+    def describe(self) -> str:
+        return "what the rollback would put back"
+
+    def run(self, ctx: Context) -> Outcome:
+        self.ran.append("promote")
+        return Outcome.done("promoted")
+
+
+@dataclass(frozen=True)
+class EndsBeside(Step):
+    """Fails (or is refused) once the step beside it has begun, and says it ended."""
+
+    name: ClassVar[str] = "canary"
+    error: Exception
+    started: threading.Event
+    ended: threading.Event
+
+    def describe(self) -> str:
+        return "a canary that fails"
+
+    def run(self, ctx: Context) -> Outcome:
+        assert self.started.wait(timeout=5)
+        try:
+            raise self.error
+        finally:
+            self.ended.set()
+
+
+def test_a_failure_beside_a_sequence_holds_back_its_next_steps_and_the_next_run_goes_on() -> None:
+    """Two functions' fast paths side by side: one canary fails while the other bakes. The other's move-alias gave
+    its version every request, for the automatic rollback to put it back (and, that rollback failing, to leave it
+    serving, never verified): it is not started now, said, and the run fails with the failure beside it. The next
+    run on the same context (the automatic rollback's) is not held back."""
+    started, ended, ran, out = threading.Event(), threading.Event(), [], io.StringIO()
+    fails = StepFailed("the canary of login_handler failed")
+    group = Parallel(
+        (
+            Sequence("lambda health_handler", (Baking(started, ended), Promote(ran))),
+            EndsBeside(fails, started, ended),
+        )
+    )
+    ctx = make_ctx(FakeClock(), out)
+    report = Executor(ctx).execute(Plan("dev", (group, Sleep(1.0)), "demo"))
+    assert report.error is fails and ran == []
+    assert "⏹  lambda health_handler: promote not started: a step beside it failed" in out.getvalue()
+    assert [(r.step, r.status, r.detail) for r in all_records(report.records[0].children)] == [
+        ("sequence", "failed", "lambda health_handler: promote not started: a step beside it failed"),
+        ("bake", "done", "baked"),
+        ("promote", "not run", ""),
+        ("canary", "failed", "the canary of login_handler failed"),
+    ]
+    again = Executor(ctx).execute(Plan("dev", (Sequence("lambda health_handler", (Promote(ran),)),), "rollback"))
+    assert again.ok and ran == ["promote"]
+
+
+def test_a_refusal_beside_a_sequence_does_not_hold_it_back() -> None:
+    """A refusal changed nothing and is no failure the automatic rollback answers: the steps beside it go on, as
+    before (an interrupt stops them in its own way: ctx.stop)."""
+    started, ended, ran = threading.Event(), threading.Event(), []
+    refused = UsageError("refusing: bad input")
+    group = Parallel((Sequence("app", (Baking(started, ended), Promote(ran))), EndsBeside(refused, started, ended)))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (group,), "demo"))
+    assert report.error is refused and ran == ["promote"]
+
+
+@dataclass(frozen=True)
 class StackDeploy(Step):
     """Named as the real step, described as it is (the stack first), so the history tells the stacks apart."""
 
