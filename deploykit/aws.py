@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -209,6 +209,16 @@ def is_throttling(exc: BaseException) -> bool:
     return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 429
 
 
+def local_now() -> datetime:
+    """Now by this machine's clock (what :meth:`AwsFactory.now` corrects)."""
+    return datetime.now(UTC)
+
+
+# seconds: this machine's clock is kept for AWS's while the two are no further apart (a Date's second, and the answer's
+# way back, make a closer reading meaningless)
+SKEW_KEPT = 2.0
+
+
 class AwsFactory:
     """Makes boto3 clients for one environment: profile, region, endpoint, retries and timeouts.
 
@@ -224,6 +234,8 @@ class AwsFactory:
         self._clients: dict[str, Any] = {}
         self._shared: dict[Callable[[AwsFactory], Any], Any] = {}
         self._shared_lock = threading.Lock()  # separate: make() asks for clients
+        # AWS's time minus this machine's, in seconds, from the newest answer that said its time (its Date)
+        self._offset: float | None = None
 
     @property
     def session(self) -> boto3.session.Session:
@@ -256,6 +268,25 @@ class AwsFactory:
                     next_step=f"run: aws configure --profile {profile} (or fix {named}); {ci}",
                 ) from None
         return self._session
+
+    def _note_time(self, parsed: Mapping[str, Any], **_: Any) -> None:
+        date = served(parsed)
+        if date is not None:  # Date is to the second, cut short: its middle
+            self._offset = (date - local_now()).total_seconds() + 0.5
+
+    @property
+    def offset(self) -> float:
+        """How far AWS's clock is ahead of this machine's (seconds; negative: behind), as the newest answer's ``Date``
+        said it; 0 while it is within :data:`SKEW_KEPT`, or no answer said its time (moto in-process, an
+        S3-compatible store without ``Date``)."""
+        offset = self._offset
+        return offset if offset is not None and abs(offset) > SKEW_KEPT else 0.0
+
+    def now(self) -> datetime:
+        """Now by AWS's clock (:attr:`offset`): what a record several machines write to, and read in the order it
+        holds, is stamped with (the history's runs): a laptop whose clock runs 15 minutes behind stamped its
+        rollback before the deploy it took off, and the next rollback went forward onto that release."""
+        return local_now() + timedelta(seconds=self.offset)
 
     @property
     def profile(self) -> str | None:
@@ -297,6 +328,7 @@ class AwsFactory:
                     config=self.botocore_config,
                 )
                 client.meta.events.register("after-call-error", _name_failed_call)
+                client.meta.events.register_last("after-call", self._note_time)  # after what rewrites an answer
                 self._clients[service] = client
             return self._clients[service]
 

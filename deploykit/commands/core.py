@@ -604,7 +604,9 @@ def recover(
     undone = Executor(ctx, _translator(env)).execute(undo.plan)
     if undo.plan.deploys:
         _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before, live)
-    since, outputs = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60), report.outputs()
+    # in AWS's time, which CloudWatch Logs counts in (a clock minutes ahead passed over the lines the release wrote)
+    took = timedelta(seconds=report.seconds + undone.seconds + 60 - ctx.aws.offset)
+    since, outputs = runtime.clock.now() - took, report.outputs()
     for component in suspects:  # read now, after the rollback: the lines took that long to arrive
         if component.startswith("lambda:"):
             _show_version_log(runtime, ctx, component.split(":", 1)[1], outputs, since)
@@ -884,6 +886,7 @@ def _record(
     components = {**carried, **deployed}
     record = history.record_of(
         report,
+        now=aws.now(),  # AWS's time: the records of several machines' runs sort as the runs happened
         components=components,
         # what a rollback went back from, where it read it from the environment: the live record may not name it
         base={c: dict(plan.found).get(c) or before.get(c) for c in (*components, *plan.removes)},

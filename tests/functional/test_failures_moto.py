@@ -7,14 +7,18 @@ history and the live record are deploykit's own code against moto."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -23,6 +27,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
+from deploykit import aws as aws_module
 from deploykit import commands, history, lambda_chain, packaging
 from deploykit.app_chain import BuildImage, EnsureBaseImage, PushImage, WaitHealthy
 from deploykit.aws import AwsFactory
@@ -54,6 +59,7 @@ class Script:
         self.stacks_run: list[str] = []
         self.failing_updates: set[str] = set()
         self.smokes = 0
+        self.failed_in: list[Context] = []  # the run a failing update failed in
 
 
 def updated(step: DeployStack, ctx: Context) -> Outcome:
@@ -220,15 +226,22 @@ def test_harness_a_clean_run(project: Path, world: AwsFactory, dev_env: EnvConfi
     assert service_tag(world) == b
 
 
-def failing_update(monkeypatch: pytest.MonkeyPatch, fn: str, script: Script | None = None) -> Script:
+def failing_update(
+    monkeypatch: pytest.MonkeyPatch, fn: str, script: Script | None = None, *, once: Callable[[], bool] | None = None
+) -> Script:
     """update-code of ``fn`` fails as Lambda's Failed update makes it (the rest: deploykit's own), while ``fn`` is in
-    the script's failing_updates."""
+    the script's failing_updates; ``once``: not before it says what runs beside it got that far (10 s at most):
+    what runs beside a failure goes no further than the step it is in."""
     real = lambda_chain.UpdateFunctionCode.run
     script = script or Script()
     script.failing_updates.add(fn)
 
     def run(self: lambda_chain.UpdateFunctionCode, ctx: Context) -> Outcome:
         if self.function in script.failing_updates:
+            deadline = time.monotonic() + 10
+            while once is not None and not once() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            script.failed_in.append(ctx)
             raise StepFailed(
                 f"Lambda failed the update of {self.function_name}: InvalidImage", next_step="fix it, then rerun"
             )
@@ -241,12 +254,16 @@ def failing_update(monkeypatch: pytest.MonkeyPatch, fn: str, script: Script | No
 def test_one_function_failing_beside_the_other_and_the_app_puts_both_back(
     project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """login_handler's update fails while, beside it, health_handler's alias moved and the app rolled out: those two,
+    """login_handler's update fails once, beside it, health_handler's alias moved and the app rolled out: those two,
     never smoke-tested, go back (they stayed, and the message named login_handler alone)."""
     ecs_as_aws_reports_it(world)
     a = head(project)
-    change(project, "lambda/health_handler/handler.py", "lambda/login_handler/handler.py", "backend/app/main.py")
-    failing_update(monkeypatch, "login_handler")
+    b = change(project, "lambda/health_handler/handler.py", "lambda/login_handler/handler.py", "backend/app/main.py")
+    failing_update(
+        monkeypatch,
+        "login_handler",
+        once=lambda: alias_version(world, "health_handler") == "2" and service_tag(world) == b,
+    )
     _, error, _ = auto(project, world)
     assert isinstance(error, StepFailed)
     assert error.message.startswith(f"Lambda failed the update of {FUNCTIONS['login_handler']}: InvalidImage")
@@ -282,6 +299,79 @@ def test_an_automatic_rollback_that_failed_names_the_rollback_of_each_component_
         "see what runs: inv health --env dev; then put it back by hand: inv rollback --env dev --component "
         f"lambda:health_handler --to {a}"
     )
+
+
+class Behind(datetime):
+    """This machine's clock, 15 minutes behind AWS's (a laptop whose time sync is off)."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> Behind:  # type: ignore[override]
+        return cls.fromtimestamp((datetime.now(tz) - timedelta(minutes=15)).timestamp(), tz)
+
+
+def test_a_rollback_from_a_laptop_whose_clock_runs_behind_is_recorded_in_aws_time_and_not_gone_forward_to_after(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI deployed B, then C; ana rolled back to B from a laptop 15 minutes behind: her record, stamped by her
+    clock, sorted before C's deploy, so the next inv rollback found C not taken off and went forward to it. The
+    record is stamped by AWS's clock (the Date of its answers), whatever the laptop's."""
+    ecs_as_aws_reports_it(world)
+    a = head(project)
+    b = change(project, "backend/app/main.py", message="b")
+    assert auto(project, world)[1] is None
+    c = change(project, "backend/app/main.py", message="c")
+    assert auto(project, world)[1] is None and live(world, dev_env)["app"] == c
+
+    def dated(parsed: dict[str, Any], **_: Any) -> None:  # S3 says its time, as it does (moto in-process does not)
+        headers = parsed.setdefault("ResponseMetadata", {}).setdefault("HTTPHeaders", {})
+        headers["date"] = format_datetime(datetime.now(UTC), usegmt=True)
+
+    world.client("s3").meta.events.register("after-call.s3", dated)
+    with monkeypatch.context() as laptop:
+        laptop.setattr(history, "datetime", Behind)
+        laptop.setattr(aws_module, "local_now", lambda: Behind.now(UTC))
+        commands.rollback(env="dev", component="app", runtime=runtime(project, world))
+    assert service_tag(world) == b and live(world, dev_env)["app"] == b
+    assert [record.head for record in newest(world, dev_env, 2)] == [b, c]  # the rollback's is the newest
+    run = runtime(project, world)
+    commands.rollback(env="dev", component="app", dry_run=True, runtime=run)
+    assert f"rollback app in dev: {b} → {a}" in run.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_log_of_a_release_put_back_is_read_in_aws_time_from_a_laptop_whose_clock_runs_ahead(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A function's release failed its smoke and was put back; what it wrote is read since the run began, counted
+    by the laptop's clock, 15 minutes ahead of AWS's: "no line ... yet", the crash's line in CloudWatch Logs all the
+    while. Counted in AWS's time, it is shown."""
+    change(project, "lambda/health_handler/handler.py")
+    logs, group, now = world.client("logs"), f"/aws/lambda/{FUNCTIONS['health_handler']}", datetime.now(UTC)
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=f"{now:%Y/%m/%d}/[2]abcdef")
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName=f"{now:%Y/%m/%d}/[2]abcdef",
+        logEvents=[{"timestamp": int((now - timedelta(seconds=40)).timestamp() * 1000), "message": "KeyError: 'ID'"}],
+    )
+
+    def dated(parsed: dict[str, Any], **_: Any) -> None:  # S3 says its time, as it does (moto in-process does not)
+        headers = parsed.setdefault("ResponseMetadata", {}).setdefault("HTTPHeaders", {})
+        headers["date"] = format_datetime(datetime.now(UTC), usegmt=True)
+
+    world.client("s3").meta.events.register("after-call.s3", dated)
+    monkeypatch.setattr(aws_module, "local_now", lambda: datetime.now(UTC) + timedelta(minutes=15))
+    smokes: list[str] = []
+
+    def once(ctx: Context) -> Outcome:  # the run's smoke fails, the rollback's passes
+        smokes.append("smoke")
+        return smoke_fails(ctx) if len(smokes) == 1 else Outcome.done("5 passed")
+
+    script.smoke = once
+    run = dataclasses.replace(runtime(project, world), clock=FakeClock(start=now + timedelta(minutes=15)))
+    with pytest.raises(StepFailed, match="automatic rollback: lambda:health_handler ok"):
+        commands.deploy_auto(env="dev", runtime=run)
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "📜 the last 1 lines health_handler version 2 wrote" in said and "KeyError: 'ID'" in said, said
 
 
 def smoke_fails(ctx: Context) -> Outcome:
@@ -339,6 +429,38 @@ def test_a_stack_failing_beside_another_stops_the_later_levels_and_the_rerun_pla
     assert {"stack:data", "stack:auth", "stack:api"} <= components
 
 
+def test_a_function_failing_holds_back_the_rollout_and_the_alias_move_beside_it(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """login_handler's update fails while the app registers its revision and health_handler updates its code: the
+    app rolled out and the alias moved all the same, never smoke-tested, for the automatic rollback to put back.
+    Neither goes further than the step it is in; the rollback puts health_handler's $LATEST back."""
+    ecs_as_aws_reports_it(world)
+    a = head(project)
+    change(project, "lambda/health_handler/handler.py", "lambda/login_handler/handler.py", "backend/app/main.py")
+    failing_update(monkeypatch, "login_handler", script)
+
+    told = threading.Event()  # the run knew of the failure (its automatic rollback's run clears it again)
+
+    def until_failed(**_: Any) -> None:  # the step in flight ends once the run knows of the failure beside it
+        deadline = time.monotonic() + 10
+        while not told.is_set() and time.monotonic() < deadline:
+            if script.failed_in and script.failed_in[0].failing.is_set():
+                told.set()
+            time.sleep(0.01)
+
+    world.client("ecs").meta.events.register("before-call.ecs.RegisterTaskDefinition", until_failed)
+    world.client("lambda").meta.events.register("before-call.lambda.UpdateFunctionCode", until_failed)
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed)
+    assert error.message.startswith(f"Lambda failed the update of {FUNCTIONS['login_handler']}: InvalidImage")
+    # the app's chain stopped before its first step, or (its revision in flight as the run was told) its second
+    assert re.search(r"⏹  app: (register-taskdef|roll-service) not started: a step beside it failed", said), said
+    assert "⏹  lambda health_handler: publish-version not started: a step beside it failed" in said, said
+    assert alias_version(world, "health_handler") == "1" and service_tag(world) == a
+    assert "automatic rollback: lambda:health_handler ok in" in error.message  # its $LATEST
+
+
 def test_two_failures_in_one_group_put_the_unhealthy_app_back(
     project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,9 +469,11 @@ def test_two_failures_in_one_group_put_the_unhealthy_app_back(
     ecs_as_aws_reports_it(world)
     a = head(project)
     b = change(project, "lambda/login_handler/handler.py", "backend/app/main.py")
-    failing_update(monkeypatch, "login_handler", script)
+    waits: list[str] = []
+    failing_update(monkeypatch, "login_handler", script, once=lambda: bool(waits))
 
     def unhealthy(step: WaitHealthy, ctx: Context) -> Outcome:
+        waits.append(step.image)
         if step.image.endswith(f":{b}"):
             raise StepFailed(f"car-rental-service did not become healthy on {b}: a new task stopped", next_step="f")
         return Outcome.done("healthy")
