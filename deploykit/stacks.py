@@ -1074,6 +1074,8 @@ class _Follow:
     updated: Any
     events: list[dict[str, Any]] = field(default_factory=list)  # the events shown since
     explained: dict[str, list[str]] = field(default_factory=dict)  # logical id → what its explainer found
+    # ended with no sign of the operation (no event, the status and its time unchanged: QUIET_POLLS polls)
+    quiet: bool = False
 
 
 def resource_types(body: str) -> dict[str, str]:
@@ -1254,6 +1256,8 @@ class StackDeployer:
             message = str(exc.response["Error"].get("Message", exc))
             if no_role := role_refused(exc, self.env, self.role_arn):
                 raise no_role from None
+            if busy := self._busy_meanwhile(name, exc, again):
+                raise busy from None
             if error_code(exc) in ("ValidationError", "InsufficientCapabilitiesException"):
                 fix = f"fix the template or the parameters ({', '.join(parameters) or 'none given'})"
                 if notification_arns and any(w in message for w in (*notification_arns, "AmazonSNS", "Notification")):
@@ -1338,6 +1342,8 @@ class StackDeployer:
             # execution of may have begun (a retry after a lost answer finds it so; a server error) is left
             if error_code(exc) != "InvalidChangeSetStatus" and not is_transient(exc):
                 self._abandon(change_set_id, new_stack)
+                if busy := self._busy_meanwhile(name, exc, again):
+                    raise busy from None
             raise
         try:
             stack = self._follow(name, follow, "deploying")
@@ -1350,6 +1356,8 @@ class StackDeployer:
         status = str(stack.get("StackStatus", "?"))
         if status not in SUCCESS_AFTER_EXECUTE:
             raise self._deploy_failure(name, stack, follow)
+        if follow.quiet:  # the status is the one before: whether the change set went is the change set's to say
+            self._executed(name, change_set_id, status, again)
         action: Action = ("recreated" if recreated else "created") if change_set_type == "CREATE" else "updated"
         seconds = self.clock.monotonic() - started
         mode = " in express mode: its resources may still be getting ready" if express else ""
@@ -1754,6 +1762,7 @@ class StackDeployer:
                     return stack
                 quiet_terminal += 1
                 if quiet_terminal >= QUIET_POLLS:  # a CloudFormation that reports no activity at all
+                    follow.quiet = True
                     return stack
             if self.clock.monotonic() - phase + self.poll > self.timeout:
                 failures = failed_resources(follow.events, name)
@@ -1765,6 +1774,41 @@ class StackDeployer:
                     "(it waits for a busy stack)",
                 )
             self.clock.sleep(self.poll)
+
+    def _busy_meanwhile(self, name: str, exc: ClientError, again: str) -> UsageError | None:
+        """The refusal of a change set's creation or execution because the stack became busy after this deploy waited
+        for it to be idle (another deploy, a person in the console started an update); None for another error. It was
+        said as a template to fix."""
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        found = CANNOT_UPDATE.search(message) if error_code(exc) == "ValidationError" else None
+        if found is None:
+            return None
+        return UsageError(
+            f"{name} became busy ({found['status']}) while this deploy went to change it: another operation started "
+            "on it after the deploy waited for it to be idle (another deploy, or a person in the console); nothing "
+            "was changed",
+            next_step=f"see what runs on it: aws cloudformation describe-stack-events --stack-name {name}; then rerun "
+            f"(it waits for a busy stack): {again}",
+        )
+
+    def _executed(self, name: str, change_set_id: str, status: str, again: str) -> None:
+        """Refuse to count a stack deployed that showed no sign of its change set's execution (no event, its status
+        and time as before) unless the change set says it was executed (``EXECUTE_COMPLETE``): CloudFormation took
+        the call and never ran it (the change set still ``AVAILABLE``, or ``EXECUTE_FAILED``), and the deploy was
+        said done and recorded live, the stack as it was."""
+        try:
+            execution = str(self._call("describe_change_set", ChangeSetName=change_set_id).get("ExecutionStatus"))
+        except ClientError as exc:
+            execution = f"unreadable ({error_code(exc)})"
+        if execution == "EXECUTE_COMPLETE":
+            return
+        raise StepFailed(
+            f"{name}: CloudFormation took the execution of its change set, but the stack showed no sign of it "
+            f"({status} as before, no event, {QUIET_POLLS} polls) and the change set is {execution}: it was not "
+            "applied",
+            next_step=f"see what CloudFormation says: aws cloudformation describe-change-set --change-set-name "
+            f"{change_set_id}; aws cloudformation describe-stack-events --stack-name {name}; then rerun: {again}",
+        )
 
     def _explain(self, event: Mapping[str, Any], follow: _Follow) -> None:
         """A resource failed whose type has an explainer: look behind it now, while the rollback has not removed

@@ -251,6 +251,41 @@ def test_a_refusal_after_the_change_set_went_is_a_failure_or_a_warning_never_not
     assert err.value.exit_code == 1
 
 
+class NeverExecuted:
+    """CloudFormation that takes ExecuteChangeSet (200) and never runs it: the stack shows nothing."""
+
+    def __init__(self, client: Any, execution: str | None = None) -> None:
+        self.client, self.execution = client, execution
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "execute_change_set":
+            return Mock(return_value={})
+        if name == "describe_change_set" and self.execution is not None:
+            real = self.client.describe_change_set
+            return lambda **kwargs: {**real(**kwargs), "ExecutionStatus": self.execution}
+        return getattr(self.client, name)
+
+
+@pytest.mark.parametrize("execution", [None, "EXECUTE_FAILED"], ids=["still-available", "execute-failed"])
+def test_a_change_set_cloudformation_took_and_never_ran_is_no_update(cfn: Any, execution: str | None) -> None:
+    """ExecuteChangeSet answered, the stack never moved (no event, its status and time as before): after three quiet
+    polls its old CREATE_COMPLETE counted as done, 'updated', and the deploy was recorded live. The change set says
+    whether it went: not EXECUTE_COMPLETE, the step fails."""
+    said: list[str] = []
+    StackDeployer(cfn, FakeClock(), say=said.append, poll=1.0, timeout=30.0, env="dev").deploy(
+        NAME, template("v1", with_table=False), {"Value": "v1"}
+    )
+    deployer = StackDeployer(NeverExecuted(cfn, execution), FakeClock(), say=said.append, poll=1.0, timeout=30.0)
+    with pytest.raises(StepFailed) as failed:
+        deployer.deploy(NAME, template("v2", with_table=False), {"Value": "v2"})
+    assert failed.value.message.startswith(
+        f"{NAME}: CloudFormation took the execution of its change set, but the stack showed no sign of it "
+        f"(CREATE_COMPLETE as before, no event, 3 polls) and the change set is {execution or 'AVAILABLE'}: it was not "
+        "applied"
+    )
+    assert ssm_value() == "v1" and failed.value.exit_code == 1
+
+
 def stack_names(cfn: Any) -> list[str]:
     return [s["StackName"] for s in cfn.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
 

@@ -737,6 +737,38 @@ def test_a_busy_stack_is_waited_for_not_fought(script: Script, clock: FakeClock,
     assert clock.sleeps[:2] == [1.0, 1.0]
 
 
+BUSY = f"Stack:{STACK_ID} is in UPDATE_IN_PROGRESS state and can not be updated."
+
+
+def test_a_stack_that_became_busy_after_the_wait_is_said_busy_not_a_template_to_fix(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """Another deploy (or a person in the console) started an update after this deploy found the stack idle:
+    CloudFormation refused the change set (or its execution), and the next step said to fix the template (or to
+    rerun, a failure, exit 1). It is said busy, nothing changed (exit 2), with the rerun that waits for it."""
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error("create_change_set", "ValidationError", BUSY, 400)
+    with pytest.raises(UsageError) as refused:
+        run(script, make(script, clock, lines))
+    assert refused.value.message == (
+        f"{NAME} became busy (UPDATE_IN_PROGRESS) while this deploy went to change it: another operation started on "
+        "it after the deploy waited for it to be idle (another deploy, or a person in the console); nothing was "
+        "changed"
+    )
+    assert (refused.value.next_step or "").endswith(
+        f"then rerun (it waits for a busy stack): inv deploy.stack {NAME} --env dev"
+    )
+
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.stub.add_client_error("execute_change_set", "ValidationError", BUSY, 400)
+    script.call("delete_change_set", ChangeSetName=CS_ID)  # not executed: not left behind
+    with pytest.raises(UsageError, match=f"^{NAME} became busy \\(UPDATE_IN_PROGRESS\\) while this deploy"):
+        run(script, make(script, clock, lines))
+
+
 def test_a_delete_failed_stack_is_not_updated(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.stack("DELETE_FAILED")
     script.emit("UPDATE_COMPLETE")
