@@ -82,6 +82,9 @@ DATA_RESOURCE_TYPES = frozenset(
         "AWS::FSx::FileSystem",
         "AWS::Backup::BackupVault",
         "AWS::Timestream::Table",
+        # a nested stack removed (or replaced) takes what it holds with it; what changes inside one that stays is
+        # judged by its own rows (IncludeNestedStacks)
+        "AWS::CloudFormation::Stack",
     }
 )
 # Resources whose changes grant or take away access: IAM, network rules, resource policies. The CDK CLI asks before it
@@ -155,6 +158,16 @@ FAILED_FIRST_CREATE = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"})
 # What CloudFormation answers an update (or an UPDATE change set) of a stack in a status that takes none
 CANNOT_UPDATE = re.compile(r"is in (?P<status>[A-Z_]+) state and can ?not be updated")
 STACK_TYPE = "AWS::CloudFormation::Stack"
+NESTED_DEPTH = 5  # nested stacks' change sets read this deep (CloudFormation allows more; a CDK app rarely nests two)
+
+
+def _nested_request(template_body: str) -> dict[str, Any]:
+    """``IncludeNestedStacks`` for a template holding a nested stack: CloudFormation then makes each nested stack's
+    change set too (:meth:`StackDeployer._all_changes` reads them), where the parent's showed one row for all it
+    holds, and a table removed or a role widened inside it went past the guards."""
+    return {"IncludeNestedStacks": True} if STACK_TYPE in resource_types(template_body).values() else {}
+
+
 EVENT_PAGES = 5  # describe_stack_events pages read per poll at most (100 events each)
 QUIET_POLLS = 3  # polls after which an unchanged terminal status counts even without any sign of activity
 
@@ -1229,6 +1242,7 @@ class StackDeployer:
             "Capabilities": list(capabilities),
             "Description": f"deploykit: {change_set_type.lower()} {name}",
             **self._role(),
+            **_nested_request(template_body),
         }
         if tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -1429,6 +1443,7 @@ class StackDeployer:
             "Capabilities": list(capabilities),
             "Description": f"deploykit: preview of {name} (inv diff), never executed",
             **self._role(),
+            **_nested_request(template_body),
             **({"DeploymentMode": REVERT_DRIFT} if revert_drift else {}),
         }
         try:
@@ -1549,7 +1564,10 @@ class StackDeployer:
                 )
             self.clock.sleep(self.change_set_poll)
 
-    def _all_changes(self, change_set_id: str, first: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _all_changes(self, change_set_id: str, first: Mapping[str, Any], depth: int = 0) -> list[dict[str, Any]]:
+        """Every change of the change set, page by page; a nested stack's own (its change set, when
+        CloudFormation made one: IncludeNestedStacks) after its row, each named ``Parent/Child``: the guards judge the
+        resources inside it, where they saw one ``AWS::CloudFormation::Stack`` row."""
         changes = list(first.get("Changes") or [])
         token = first.get("NextToken")
         while token:
@@ -1558,7 +1576,21 @@ class StackDeployer:
             )
             changes.extend(page.get("Changes") or [])
             token = page.get("NextToken")
-        return changes
+        found: list[dict[str, Any]] = []
+        for entry in changes:
+            found.append(entry)
+            rc = entry.get("ResourceChange")
+            nested = rc.get("ChangeSetId") if isinstance(rc, Mapping) and rc.get("ResourceType") == STACK_TYPE else None
+            if nested and depth < NESTED_DEPTH:
+                inner = self._call("describe_change_set", ChangeSetName=nested, IncludePropertyValues=True)
+                parent = str(rc.get("LogicalResourceId", "?"))
+                for child in self._all_changes(str(nested), inner, depth + 1):
+                    child_rc = child.get("ResourceChange")
+                    if isinstance(child_rc, Mapping):
+                        child_id = f"{parent}/{child_rc.get('LogicalResourceId', '?')}"
+                        child = {**child, "ResourceChange": {**child_rc, "LogicalResourceId": child_id}}
+                    found.append(child)
+        return found
 
     def _abandon(self, change_set_id: str, created: str | None) -> None:
         """Delete a change set not executed; and, for one that was to create stack ``created``, the stack its

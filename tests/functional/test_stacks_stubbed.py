@@ -209,11 +209,11 @@ def make(script: Script, clock: FakeClock, lines: list[str], **kwargs: Any) -> S
     return StackDeployer(script.client, clock, **options)
 
 
-def run(script: Script, deployer: StackDeployer, **kwargs: Any) -> Any:
+def run(script: Script, deployer: StackDeployer, body: str = BODY, **kwargs: Any) -> Any:
     """Deploy; every stubbed answer must have been asked for, also when the deploy raises."""
     with script.stub:
         try:
-            return deployer.deploy(NAME, BODY, PARAMS, **kwargs)
+            return deployer.deploy(NAME, body, PARAMS, **kwargs)
         finally:
             script.stub.assert_no_pending_responses()
 
@@ -571,6 +571,57 @@ def test_a_functions_versions_removed_with_it_are_said_deleted_though_cloudforma
     result = run(script, make(script, clock, lines))
     assert [(c.kept_by, c.deleted_with) for c in result.changes] == [("", ""), ("", "Fn")]
     assert any("↳ deleted with its function Fn, which this change removes" in line for line in lines)
+
+
+NESTING = json.dumps({"Resources": {"Tables": {"Type": STACK_TYPE, "Properties": {"TemplateURL": "https://t"}}}})
+NESTED_CS = f"{CS_ID}-nested"
+
+
+def test_a_table_removed_inside_a_nested_stack_is_refused_as_one_of_the_stack_s_own(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """A nested stack shows in its parent's change set as one AWS::CloudFormation::Stack row: a table removed inside
+    it went through without --allow-replace (and a role widened inside it without --approve-access). The change set
+    is asked with the nested ones, whose rows the guards judge; a nested stack removed is refused too."""
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_response(
+        "create_change_set",
+        {"Id": CS_ID, "StackId": STACK_ID},
+        {
+            "StackName": NAME,
+            "ChangeSetName": ANY,
+            "ChangeSetType": "UPDATE",
+            "TemplateBody": NESTING,
+            "Parameters": ANY,
+            "Capabilities": ANY,
+            "Description": ANY,
+            "IncludeNestedStacks": True,
+        },
+    )
+    row = change("Tables", STACK_TYPE, "Modify", "False")
+    row["ResourceChange"]["ChangeSetId"] = NESTED_CS
+    script.change_set("CREATE_COMPLETE", [row])
+    script.stub.add_response(
+        "describe_change_set",
+        {
+            "ChangeSetId": NESTED_CS,
+            "Status": "CREATE_COMPLETE",
+            "Changes": [change("Cars", "AWS::DynamoDB::Table", "Remove")],
+        },
+        {"ChangeSetName": NESTED_CS, "IncludePropertyValues": True},
+    )
+    script.call("delete_change_set", ChangeSetName=CS_ID)  # and no ExecuteChangeSet: the Stubber would fail
+    with pytest.raises(UsageError) as refused:
+        run(script, make(script, clock, lines), body=NESTING)
+    assert "Tables/Cars (AWS::DynamoDB::Table, removed" in refused.value.message, refused.value.message
+
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_response("create_change_set", {"Id": CS_ID, "StackId": STACK_ID})
+    script.change_set("CREATE_COMPLETE", [change("Tables", STACK_TYPE, "Remove")])
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    with pytest.raises(UsageError) as refused:
+        run(script, make(script, clock, lines), body=NESTING)
+    assert "Tables (AWS::CloudFormation::Stack, removed" in refused.value.message, refused.value.message
 
 
 def test_allow_replace_lets_the_replacement_through(script: Script, clock: FakeClock, lines: list[str]) -> None:
