@@ -363,7 +363,9 @@ def run_plan(
             report.error.message += f"; live before this run: {shown}"
         if plan.changes_live:
             with shielded():  # a Ctrl-C now stops the command once the run is recorded, not half way through
-                _record(runtime, config, aws, env, plan, report, before, live)
+                unkept = _record(runtime, config, aws, env, plan, report, before, live)
+            if unkept and report.ok and plan.rollback:
+                report.error = _unrecorded_rollback(env, plan, unkept)
         if report.error is not None and rollback is not None and not isinstance(report.error, lock.LockLost):
             report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)  # not without the lock
         if report.error is not None:
@@ -872,12 +874,13 @@ def _record(
     report: RunReport,
     before: dict[str, str | None],
     live: dict[str, dict[str, str]] | None = None,
-) -> None:
+) -> str | None:
     """Leave the run in the environment's history (and, when it succeeded, in its live record), and its figures in
     CloudWatch (deploykit.metrics), all at once. ``live``: the live record as read before the run, under the lock
     this run holds (not read again); None: read it.
 
-    A record or metrics that cannot be written are reported and never fail a deploy that worked."""
+    A record or metrics that cannot be written are reported and never fail a deploy that worked (a rollback's
+    record fails it: :func:`_unrecorded_rollback`); what was not kept of the record is returned, as said."""
     deployed, carried = dict(plan.deploys), dict(plan.carried)
     plan = dataclasses.replace(plan, removes=(*plan.removes, *_dropped(config, plan, before)))
     # the run's revision: a dirty build's tag when any part was one (what the changes did not touch is HEAD's)
@@ -905,25 +908,41 @@ def _record(
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:
         found = history.History.of(aws, env, warn=lambda said: runtime.stderr.write(f"⚠️  {said}\n"))
-        if found is None:
-            return
+        if found is None:  # no history (no registry stack): nothing to keep it in
+            return None
         writes: dict[str, Callable[[], object]] = {"record": partial(_keep, partial(found.write, live=live), record)}
         if env.metrics:  # off: not even a CloudWatch client is made
             writes["metrics"] = partial(_put_metrics, aws, record)
         written = at_once(writes)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
         written = {"record": exc}
+    unkept = None
     if isinstance(written["record"], history.LiveRecordNotWritten):
-        runtime.stderr.write(f"⚠️  its history record was written; {written['record']}\n")
+        unkept = f"its history record was written; {written['record']}"
     elif isinstance(written["record"], history.LiveRecordUnreadable):
-        runtime.stderr.write(f"⚠️  its history record was written, but not the live record: {written['record']}\n")
+        unkept = f"its history record was written, but not the live record: {written['record']}"
     elif isinstance(written["record"], Exception):
-        runtime.stderr.write(f"⚠️  {whose} history record was not written: {written['record']}\n")
+        unkept = f"{whose} history record was not written (nor its live record): {written['record']}"
+    if unkept:
+        runtime.stderr.write(f"⚠️  {unkept}\n")
     if isinstance(written.get("metrics"), Exception):
         runtime.stderr.write(
             f"⚠️  {whose} metrics were not put in CloudWatch: {written['metrics']} (the dashboard misses this "
             f"run; metrics = false in [environments.{env.name}] turns them off)\n"
         )
+    return unkept
+
+
+def _unrecorded_rollback(env: EnvConfig, plan: Plan, unkept: str) -> StepFailed:
+    """The failure of a rollback that worked and was not recorded (``unkept`` says which part): the live record
+    still names what it took off, and no record says it was taken off, so the next deploy.auto brings it back
+    unrefused. It ended with a warning and exit 0."""
+    again = ", ".join(f"inv rollback --env {env.name} --component {c} --to {sha}" for c, sha in plan.deploys)
+    return StepFailed(
+        f"{plan.title} worked, but {unkept}: the live record may still name what it took off, and inv deploy.auto "
+        "would bring that back unrefused",
+        next_step=f"record it: {again} (it finds it in place, smokes it and records it)",
+    )
 
 
 def _keep(write: Callable[[history.Record], object], record: history.Record) -> object:

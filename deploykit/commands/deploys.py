@@ -33,7 +33,7 @@ from deploykit import (
 from deploykit import canary as lambda_canary
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import image_in_registry
-from deploykit.aws import AwsFactory, Once, at_once
+from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import (
     LiveBefore,
     Runtime,
@@ -834,8 +834,12 @@ def _rollback_of(
     """Resolve one component's rollback and say it; the plan, or None when it already runs the target. ``undo``: the
     run being undone, when this component's rollback is one of its undo's (``to`` is then what was live before it)."""
     known = undo.known if undo is not None else None
-    last = Once(partial(_unfinished_rollback, aws, env, component.key))  # read when asked, once
-    if to is None and undo is None and (stopped := last()) and (unfinished := _unfinished_to(stopped[0], component)):
+    if (
+        to is None
+        and undo is None
+        and (stopped := _unfinished_rollback(aws, env, component.key))
+        and (unfinished := _unfinished_to(stopped, component))
+    ):
         to, how = unfinished
         runtime.stderr.write(
             f"↩️  the last rollback of {component.key}, to {to}, {how} before it was verified: this one finishes it "
@@ -863,15 +867,15 @@ def _rollback_of(
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     unverified, went_from = False, target.live  # what it goes back from, for its record
     if target.live == target.sha and not target.routed:
-        recorded = _unverified_by(last(), target)
+        recorded = _recorded_otherwise(aws, env, target)
         if recorded is None:
             runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
             return target, None
-        # a rollback stopped after its move (Ctrl-C in its smoke): what runs was never verified, nor recorded
+        # a rollback stopped after its move (Ctrl-C in its smoke), or not recorded: never verified, nor recorded
         runtime.stderr.write(
             f"↩️  {what} already runs {target.sha}, but the live record names {recorded[: git.SHORT_SHA]} (a rollback "
-            "stopped before it was verified): what is in place is skipped, then "
-            + ("smoked and recorded\n" if smoke else "recorded (--no-smoke: not smoked)\n")
+            "never recorded: stopped before it was verified, or its record not written): what is in place is "
+            "skipped, then " + ("smoked and recorded\n" if smoke else "recorded (--no-smoke: not smoked)\n")
         )
         unverified, went_from = True, recorded
     if target.republish:
@@ -913,18 +917,15 @@ def _rollback_of(
     return target, plan
 
 
-def _unfinished_rollback(aws: AwsFactory, env: EnvConfig, component: str) -> tuple[history.Record, str] | None:
+def _unfinished_rollback(aws: AwsFactory, env: EnvConfig, component: str) -> history.Record | None:
     """The newest run of ``component`` when it is a rollback that did not end well (Ctrl-C in its smoke: its move
-    stayed, never verified), with the commit the live record names for it ("" none: what the last verified run
-    left); None otherwise, or when the history cannot be read (what runs is then taken as it is)."""
+    stayed, never verified); None otherwise, or when the history cannot be read (what runs is then taken as it is)."""
     try:
         found = history.History.of(aws, env)
         newest = found.records_of(component, 1) if found is not None else []
-        if found is None or not newest or not newest[0].rollback or newest[0].ok:
-            return None
-        return newest[0], str(found.live().get(component, {}).get("sha") or "")
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable):
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
         return None
+    return newest[0] if newest and newest[0].rollback and not newest[0].ok else None
 
 
 def _unfinished_to(record: history.Record, component: rollbacks.Component) -> tuple[str, str] | None:
@@ -947,15 +948,18 @@ def _unfinished_to(record: history.Record, component: rollbacks.Component) -> tu
     return (target, how) if target else None
 
 
-def _unverified_by(unfinished: tuple[history.Record, str] | None, target: rollbacks.Target) -> str | None:
-    """What the live record names for ``target``'s component when an unfinished rollback to ``target`` is what
-    runs, and the live record another commit: the rollback's rerun smokes and records it; None otherwise."""
-    if unfinished is None:
+def _recorded_otherwise(aws: AwsFactory, env: EnvConfig, target: rollbacks.Target) -> str | None:
+    """What the live record names for ``target``'s component, which runs ``target`` already, when that is another
+    commit: a rollback to it that was never recorded (stopped in its smoke, failed after its move went in, or its
+    record not written), whose rerun skips what is in place, smokes it and records it, where it said "nothing to
+    roll back" and the next deploy.auto, finding no record of the rollback, brought back what it took off. None when
+    the live record agrees, names none, or cannot be read."""
+    try:
+        found = history.History.of(aws, env)
+        recorded = str(found.live().get(target.component.key, {}).get("sha") or "") if found is not None else ""
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable):
         return None
-    record, recorded = unfinished
     short = target.sha[: git.SHORT_SHA]
-    if record.components.get(target.component.key, "")[: git.SHORT_SHA] != short:
-        return None
     return recorded if recorded and recorded[: git.SHORT_SHA] != short else None
 
 

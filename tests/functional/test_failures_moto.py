@@ -712,6 +712,45 @@ def test_a_rollback_whose_move_went_in_and_failed_is_finished_by_its_rerun_not_t
         assert found["Description"].endswith(f" git {b}"), found["Description"]
 
 
+def test_a_rollback_whose_record_was_not_written_fails_and_its_rerun_records_it(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """inv rollback C → B worked, and S3 refused its record (SlowDown, past botocore's retries): a warning, exit 0,
+    the live record still naming C and no record of C taken off, so the next deploy.auto brought C back, unrefused.
+    The rollback fails (exit 1) naming the rerun, which finds B in place, smokes and records it; then deploy.auto
+    refuses to bring C back."""
+    ecs_as_aws_reports_it(world)
+    b = change(project, "backend/app/main.py", message="b")
+    assert auto(project, world)[1] is None
+    c = change(project, "backend/app/main.py", message="c")
+    assert auto(project, world)[1] is None
+
+    def slow_down(params: dict[str, Any], **_: Any) -> None:
+        if "deploykit/history/" in params.get("url_path", ""):
+            busy = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+            raise botocore.exceptions.ClientError(busy, "PutObject")
+
+    world.client("s3").meta.events.register("before-call.s3.PutObject", slow_down)
+    with pytest.raises(StepFailed) as failed:
+        commands.rollback(env="dev", component="app", runtime=runtime(project, world))
+    world.client("s3").meta.events.unregister("before-call.s3.PutObject", slow_down)
+    assert failed.value.message.startswith(
+        f"rollback app → {b} worked, but the deployment worked but its history record was not written (nor its live "
+        "record): "
+    ), failed.value.message
+    assert failed.value.next_step == (
+        f"record it: inv rollback --env dev --component app --to {b} (it finds it in place, smokes it and records it)"
+    )
+    assert service_tag(world) == b and live(world, dev_env)["app"] == c
+
+    smokes, run = script.smokes, runtime(project, world)
+    commands.rollback(env="dev", component="app", to=b, runtime=run)
+    assert f"but the live record names {c}" in run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert script.smokes == smokes + 1 and live(world, dev_env)["app"] == b
+    _, error, _ = auto(project, world)  # HEAD is C: taken off, refused
+    assert isinstance(error, UsageError) and "would bring back what a rollback took" in error.message
+
+
 @pytest.mark.parametrize(
     "component, path", [("lambda:health_handler", "lambda/health_handler/handler.py"), ("app", "backend/app/main.py")]
 )

@@ -516,7 +516,10 @@ def test_a_runs_rollback_with_nothing_to_do_is_titled_by_the_run_it_names(
     now = datetime(2026, 3, 1, 9, 6, tzinfo=UTC)  # C deployed over B...
     deployed.write(history.record_of(run, components={"app": C}, base={"app": B}, head=C, who="ci", now=now))
     undone = deployed.records(1)[0]
-    run_image(factory, B)  # ...and B runs again (put back by hand)
+    run_image(factory, B)  # ...and B runs again, and is live (a rollback's record lost, its live record written)
+    live = deployed.live()
+    live["app"] = {**live["app"], "sha": B}
+    factory.client("s3").put_object(Bucket=deployed.bucket, Key=deployed.live_key, Body=json.dumps(live).encode())
     revisions = revision_count(factory)
     for named in ("last", "2026-03-01T09:06:00Z"):
         out, err = io.StringIO(), io.StringIO()
