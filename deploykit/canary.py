@@ -45,7 +45,7 @@ from deploykit.lambda_chain import (
     routed_versions,
     routing_shares,
 )
-from deploykit.plan import Context, Outcome, Step, carry, held_back
+from deploykit.plan import Context, HeldBack, Outcome, Step, carry, held_back
 from deploykit.stacks import error_code
 from deploykit.watch import (
     BEFORE_SECONDS,
@@ -239,8 +239,12 @@ class CanaryRelease(Step):
             counts, alarmed = self._watch(ctx, since, new, old, before, share)
         except AliasChanged:  # someone else's routing now: not undone
             raise
-        except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
-            self._take_back(ctx, client, old, revision)
+        except BaseException as exc:  # an interrupt, or the watch itself failed: never leave the canary half in
+            if not self._take_back(ctx, client, old, revision) and isinstance(exc, HeldBack):
+                # still split, beside a failure: the automatic rollback points the alias at ``old`` alone
+                fn = self.function
+                moved = {f"{fn}.version": new, f"{fn}.function_name": self.function_name, f"{fn}.alias": self.alias}
+                carry(exc, [], {**moved, f"{fn}.previous_version": old})  # as move-alias leaves them
             raise
         if alarmed is not None or self.failing(counts[new], counts[old], before):
             answered = (
@@ -327,7 +331,7 @@ class CanaryRelease(Step):
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt
-            held = held_back(ctx, f"the canary of {self.function} stopped unjudged (taken back)")
+            held = held_back(ctx, f"the canary of {self.function} stopped unjudged")
             if held is not None:  # a step beside it failed: not promoted only for the automatic rollback to put back
                 raise held
             counts = version_counts(since.read(), versions)

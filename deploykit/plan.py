@@ -54,7 +54,7 @@ class Context:
     # Set when the run is interrupted while steps run side by side (Parallel): each stops at its next safe point,
     # a sequence between two of its steps, a canary by taking itself back.
     stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
-    # Set when a step running beside others failed (not refused, not interrupted): the run fails, and its automatic
+    # Set when a step running beside others failed or refused (not interrupted): the run fails, and its automatic
     # rollback puts back what changed. The steps still running beside it go no further than they must
     # (:class:`HeldBack`): a sequence starts none of its next steps, a canary takes itself back. Each run
     # (Executor.execute) starts it clear.
@@ -194,6 +194,13 @@ class Step:
     # service runs yet, a Lambda version no alias serves, a wait, a check): a refusal after it is still "nothing
     # changed" (RunReport.changed_live). An artifacts_only step changes nothing either way.
     changes_what_runs: ClassVar[bool] = True
+
+    @property
+    def finishes_the_one_before(self) -> bool:
+        """Whether the step completes what the step before it in its sequence changed (a first deploy's release
+        command, after the stack that created the service with the new image): a failure beside the sequence does
+        not hold it back (:class:`HeldBack`), as what it completes is in already."""
+        return False
 
     def early(self, ctx: Context) -> Callable[[], Any] | None:
         """The reads of what is live this step starts with, to run while the step before it runs when that one
@@ -443,7 +450,7 @@ class Sequence(Step):
         for index, step in enumerate(self.steps):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
                 raise carry(KeyboardInterrupt(), children + [not_run(later) for later in self.steps[index:]], outputs)
-            held = held_back(ctx, f"{self.label}: {step.name} not started")
+            held = None if step.finishes_the_one_before else held_back(ctx, f"{self.label}: {step.name} not started")
             if held is not None:  # a step beside it failed: nothing further that the rollback would put back
                 raise carry(held, children + [not_run(later) for later in self.steps[index:]], outputs)
             t0 = ctx.clock.monotonic()
@@ -512,8 +519,10 @@ class Parallel(Step):
                 except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
                     ended[index] = exc, ctx.clock.monotonic() - t0
                     failed.set()
-                    if not isinstance(exc, KeyboardInterrupt | HeldBack) and not refusal(exc):
-                        ctx.failing.set()  # the run fails: the steps still running beside it go no further
+                    if not isinstance(exc, KeyboardInterrupt | HeldBack):
+                        # the run fails (a refusal too: after what changed beside it, it fails the run, and its
+                        # automatic rollback puts that back): the steps still running beside it go no further
+                        ctx.failing.set()
             finally:
                 settled[index].set()
 

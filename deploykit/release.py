@@ -74,6 +74,12 @@ class Release(Step):
     created_after: bool = False
     after_creation: bool = False
 
+    @property
+    def finishes_the_one_before(self) -> bool:
+        """After creation: the stack before it made the service with the new image, whose command must run in it
+        (nothing marks it owed for a later deploy to run)."""
+        return self.after_creation
+
     def describe(self) -> str:
         if self.after_creation:
             return (

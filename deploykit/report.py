@@ -125,8 +125,9 @@ def _took_itself_back(record: Record) -> bool:
 
 
 def _failing_step(record: Record) -> str:
-    failed = [str(s.get("step")) for s in record.steps if s.get("status") == "failed"]
-    return failed[-1] if failed else "-"  # a group fails with its child: the child is the one to name
+    failed = [str(s.get("step")) for s in record.steps if s.get("status") == "failed" and not s.get("held_back")]
+    # a group fails with its child: the child is the one to name (not one a failure beside it held back)
+    return failed[-1] if failed else "-"
 
 
 @dataclass(frozen=True)
@@ -217,8 +218,8 @@ class Report:
         for r in self.records:
             for step in r.steps:
                 name = step_name(step)
-                if name in GROUPS or step.get("status") not in ("done", "failed"):
-                    continue
+                if name in GROUPS or step.get("status") not in ("done", "failed") or step.get("held_back"):
+                    continue  # held back: stopped by another step's failure, not one of its own
                 if step.get("status") == "done":
                     done.setdefault(name, []).append(float(step.get("seconds", 0.0)))
                 elif step.get("refused") or r.refused:

@@ -1356,11 +1356,11 @@ class Undo:
 
 def failed_step(report: RunReport) -> StepRecord | None:
     """The step whose failure ended the run: the step of a group that failed it, when a group did (of a group's
-    group too; the first in the group's order, whose error the group raised; not one a failure beside it held
-    back)."""
+    group too: the first in the group's order that failed, else that refused, whose error the group raised; not one
+    a failure beside it held back)."""
     failed = next((record for record in report.records if record.status == "failed"), None)
     while failed is not None and (inner := [c for c in failed.children if c.status == "failed" and not c.held_back]):
-        failed = inner[0]
+        failed = min(inner, key=lambda child: child.refused)  # as the group sorts them: a failure before a refusal
     return failed
 
 

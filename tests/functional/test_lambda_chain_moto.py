@@ -1799,13 +1799,19 @@ def test_a_failed_canary_in_deploy_auto_puts_back_the_function_moved_beside_it(
     assert store is not None and store.live()["lambda:health_handler"]["sha"] == base
 
 
+@pytest.mark.parametrize("refused", [False, True], ids=["taken-back", "take-back-refused"])
 def test_a_canary_failing_mid_bake_in_deploy_auto_takes_back_the_one_baking_beside_it(
-    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    refused: bool,
+    with_lambdas: Path,
+    factory: AwsFactory,
+    environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """login_handler's canary fails at its first look, enough requests telling; health_handler's, beside it, baked
     on, and its move-alias gave its version every request, for the automatic rollback to take it away again (or,
     that rollback failing, to leave it serving, never verified). It stops unjudged, taken back, its move-alias not
-    started; the rollback finds nothing of it to put back."""
+    started; the rollback finds nothing of it to put back. When Lambda refuses the take-back (throttled), the
+    automatic rollback points the alias back (it left 10% on version 3, and said the canary was taken back)."""
     for fn in FUNCTIONS:  # version 2 of each, by the fast path, recorded
         commands.deploy_lambda(fn, env="dev", smoke=False, runtime=moto_runtime(with_lambdas, factory))
     for fn in FUNCTIONS:
@@ -1849,10 +1855,23 @@ def test_a_canary_failing_mid_bake_in_deploy_auto_takes_back_the_one_baking_besi
             else None
         ),
     )
+
+    def throttled(params: dict[str, Any], **_: Any) -> None:  # health_handler's take-back, once
+        back = not params.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+        if refused and back and splits == ["split"] and params["FunctionName"] == FUNCTIONS["health_handler"]:
+            splits.append("refused")
+            throttle = {"Error": {"Code": "TooManyRequestsException"}, "ResponseMetadata": {"HTTPStatusCode": 429}}
+            raise botocore.exceptions.ClientError(throttle, "UpdateAlias")
+
+    factory.client("lambda").meta.events.register("before-parameter-build.lambda.UpdateAlias", throttled)
+    monkeypatch.setattr(Smoke, "run", lambda _self, _ctx: Outcome.done("ok"))  # the rollback's, after its move
     with pytest.raises(StepFailed) as failed:
         run_plan(runtime, config, env, plan, dry_run=False, as_json=False, aws=factory, rollback=True)
     assert failed.value.message.startswith("the canary of login_handler failed: version 3 answered ")
     assert "live → version 3" not in said(runtime)  # no move-alias of either
+    if refused:
+        assert "❌ could not take the canary of health_handler back" in said(runtime)
+        assert "putting back what this deploy replaced (lambda:health_handler (was version 2))" in said(runtime)
     lam = factory.client("lambda")
     for fn in FUNCTIONS:
         alias = lam.get_alias(FunctionName=FUNCTIONS[fn], Name="live")
@@ -1860,8 +1879,8 @@ def test_a_canary_failing_mid_bake_in_deploy_auto_takes_back_the_one_baking_besi
             "2",
             {},
         ), fn
-    assert "↩️  health_handler: canary taken back, live serves version 2 alone" in said(runtime)
-    assert "⏹  the canary of health_handler stopped unjudged (taken back): a step beside it failed" in said(runtime)
+    assert ("↩️  health_handler: canary taken back, live serves version 2 alone" in said(runtime)) is not refused
+    assert "⏹  the canary of health_handler stopped unjudged: a step beside it failed" in said(runtime)
     # the log named is that of the version that failed, not of the one held back beside it
     assert "inv logs --env dev --component lambda:login_handler --since 15m" in (failed.value.next_step or "")
     assert "lambda:health_handler --since" not in (failed.value.next_step or "")

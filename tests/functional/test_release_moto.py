@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from deploykit.config import load_config
 from deploykit.errors import StepFailed
 from deploykit.git import current_revision
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Plan, Step
+from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, Step
 from deploykit.release import STARTED_BY, pending
 from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, create_service, put_image
@@ -276,6 +277,51 @@ def test_a_first_deploys_release_command_runs_once_the_fargate_stack_created_the
     assert ran["taskDefinition"] == service(factory)["taskDefinition"]  # the stack's revision, none registered
     assert ran["networkConfiguration"] == service(factory)["networkConfiguration"]
     assert len(factory.client("ecs").list_task_definitions()["taskDefinitionArns"]) == 1
+
+
+@dataclass(frozen=True)
+class FailsBeside(Step):
+    """The api stack beside the Fargate stack, failing once the Fargate stack has started."""
+
+    name: ClassVar[str] = "deploy-stack"
+    started: threading.Event
+
+    def describe(self) -> str:
+        return "the api stack"
+
+    def run(self, ctx: Context) -> Outcome:
+        assert self.started.wait(5)
+        raise StepFailed("CarRentalApiStack: UPDATE_ROLLBACK_COMPLETE", next_step="look")
+
+
+def test_a_first_deploys_release_command_runs_after_the_stack_created_the_service_whatever_failed_beside_it(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    """A stack beside the Fargate stack failed while it created the service: the step after it, held back, never ran
+    the command, and nothing marks it owed (a rerun found the service running the image, "its release command ran as
+    it went live"). It completes what the stack did, and runs."""
+    tag = current_revision(release_project).tag
+    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
+    agent, started = Agent(factory, 0), threading.Event()
+
+    @dataclass(frozen=True)
+    class Slow(FargateStack):  # CloudFormation takes minutes: the stack beside it fails meanwhile
+        def run(self, ctx: Context) -> Outcome:
+            started.set()
+            outcome = super().run(ctx)
+            assert ctx.failing.wait(5)
+            return outcome
+
+    plan, ctx = first_deploy(release_project, factory, Slow(factory, image))
+    report = Executor(ctx).execute(Plan("dev", (Parallel((plan.steps[0], FailsBeside(started))),), "deploy.full"))
+    assert isinstance(report.error, StepFailed) and report.error.message.startswith("CarRentalApiStack")
+    fargate = report.records[0].children[0]
+    assert [(r.step, r.status) for r in fargate.children] == [
+        ("release", "skipped"),
+        ("deploy-stack", "done"),
+        ("release", "done"),
+    ]
+    assert len(agent.run) == 1
 
 
 def test_a_first_deploy_onto_a_service_already_there_runs_the_command_before_the_stack_only(

@@ -622,14 +622,15 @@ def test_a_failure_beside_a_sequence_holds_back_its_next_steps_and_the_next_run_
     assert again.ok and ran == ["promote"]
 
 
-def test_a_refusal_beside_a_sequence_does_not_hold_it_back() -> None:
-    """A refusal changed nothing and is no failure the automatic rollback answers: the steps beside it go on, as
-    before (an interrupt stops them in its own way: ctx.stop)."""
+def test_a_refusal_beside_a_sequence_holds_it_back_too() -> None:
+    """A refusal beside steps that changed what runs fails the run all the same (exit 1, the automatic rollback):
+    what runs beside it goes no further either, and the run ends with the refusal (an interrupt stops them in its
+    own way: ctx.stop)."""
     started, ended, ran = threading.Event(), threading.Event(), []
     refused = UsageError("refusing: bad input")
     group = Parallel((Sequence("app", (Baking(started, ended), Promote(ran))), EndsBeside(refused, started, ended)))
     report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (group,), "demo"))
-    assert report.error is refused and ran == ["promote"]
+    assert report.error is refused and ran == []
 
 
 @dataclass(frozen=True)

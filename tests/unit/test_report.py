@@ -304,6 +304,30 @@ def test_a_canary_that_took_itself_back_is_a_failure_restored_at_once() -> None:
     assert data["failed"] == 1 and data["restore"] == {"restored": 1, "still_failing": [], "median_seconds": 0.0}
 
 
+def test_a_canary_held_back_beside_the_one_that_failed_is_neither_the_failure_nor_a_failure_of_its_own() -> None:
+    """A canary failed and took itself back; beside it another canary, and a function's chain before its publish,
+    were held back (stopped by that failure, after it in the record): the held-back chain was named the run's failing
+    step (the restore counted open), and the held-back canary a canary failure more."""
+    held = {"held_back": True}
+    steps = [
+        step("parallel", 1.0, "failed"),
+        step("sequence", 1.0, "failed", inside="parallel"),
+        step("canary", 0.8, "failed", "the canary of login_handler failed", "sequence"),
+        step("sequence", 1.0, "failed", inside="parallel") | held,
+        step("canary", 0.8, "failed", "the canary of health_handler stopped unjudged", "sequence") | held,
+        step("sequence", 1.0, "failed", inside="parallel") | held,
+        step("update-code", 0.1, "done", inside="sequence"),
+        step("publish-version", 0.0, "not run", inside="sequence"),
+    ]
+    records = [
+        record(0, ok=False, steps=steps, error="the canary ... back; live serves version 1 alone again"),
+        record(60),
+    ]
+    data = make(records).to_json()
+    assert data["restore"] == {"restored": 1, "still_failing": [], "median_seconds": 0.0}
+    assert [(row["step"], row["failed"]) for row in data["steps"] if row["failed"]] == [("canary", 1)]
+
+
 def test_the_time_runs_waited_for_the_lock_is_counted_and_said_only_when_there_was_some() -> None:
     """Runs whose command waited for another deploy's lock first (DEPLOYKIT_LOCK_WAIT): what deploying one at a
     time costs the team, beside the four figures."""

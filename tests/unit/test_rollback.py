@@ -1015,6 +1015,16 @@ def test_no_automatic_rollback(env: EnvConfig, records: tuple[StepRecord, ...], 
 def test_a_failed_sub_step_of_a_group_is_what_failed(env: EnvConfig) -> None:
     group = StepRecord("parallel", "", "failed", children=[StepRecord("smoke", "", "failed")])
     assert rb.failed_step(failed_run(env, group)) is group.children[0]
+
+
+def test_the_failed_step_of_a_group_is_the_failure_it_raised_not_a_refusal_or_a_step_held_back(env: EnvConfig) -> None:
+    """The group raises a failure before a refusal, whatever their order, and never a step it held back: the failed
+    step named (whose log the run shows, whether stacks count) was the first failed child in the group's order."""
+    refused = StepRecord("sequence", "", "failed", refused=True, children=[StepRecord("x", "", "failed", refused=True)])
+    held = StepRecord("sequence", "", "failed", held_back=True)
+    canary = StepRecord("canary", "", "failed")
+    group = StepRecord("parallel", "", "failed", children=[held, refused, canary])
+    assert rb.failed_step(failed_run(env, group)) is canary
     assert rb.split_image("127.0.0.1:5001/repo:" + A) == ("127.0.0.1:5001/repo", A)
     assert rb.split_image("127.0.0.1:5001/repo") is None
 
