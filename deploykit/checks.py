@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from deploykit.errors import UsageError
 from deploykit.output import tabulate
@@ -59,6 +60,22 @@ class CheckResult:
         return cls(name, "skipped", detail=detail)
 
 
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"']*)\?[^\s\"']*?(:?)(?=[\s\"']|$)")
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit for a detail: without its query string (a presigned URL's credentials and signature)."""
+    parts = urlsplit(url)
+    if not parts.query and not parts.fragment:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) + ("?…" if parts.query else "")
+
+
+def without_queries(text: str) -> str:
+    """``text`` with the query string of every URL in it replaced by ``…`` (presigned URLs carry credentials)."""
+    return _URL_QUERY.sub(lambda m: f"{m.group(1)}?…{m.group(2)}", text)
+
+
 class HttpError(OSError):
     """The request got no HTTP answer at all (refused, reset, timed out); the message says which URL."""
 
@@ -74,11 +91,13 @@ class HttpResponse:
         return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        """The body as JSON; a body that is not JSON raises ValueError quoting its start."""
+        """The body as JSON; a body that is not JSON raises ValueError saying its type and size (not its text: a
+        token endpoint's form-encoded answer holds the token)."""
         try:
             return json.loads(self.body or b"null")
         except ValueError:
-            raise ValueError(f"HTTP {self.status} answer is not JSON: {self.text[:120]!r}") from None
+            kind = next((v for k, v in self.headers.items() if k.lower() == "content-type"), "no Content-Type")
+            raise ValueError(f"HTTP {self.status} answer is not JSON ({kind}, {len(self.body)} bytes)") from None
 
 
 class Http:
@@ -110,7 +129,8 @@ class Http:
             return HttpResponse(exc.code, exc.read(), dict(exc.headers.items()) if exc.headers else {})
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise HttpError(f"{method} {url}: no answer ({reason})") from None
+            raise HttpError(f"{method} {shown_url(url)}: no answer ({reason})") from None  # a presigned URL's
+            # signature and session token stay out of what is shown, recorded and sent to the chat
 
     def get(self, url: str, **kwargs: Any) -> HttpResponse:
         return self.request("GET", url, **kwargs)
@@ -279,7 +299,8 @@ def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) 
             seconds = now - started[check.name]
             if future in done:
                 result = future.result()
-                results[check.name] = CheckResult(check.name, result.status, seconds, result.detail)
+                # what a check said, without any URL's query string (a presigned URL's credentials)
+                results[check.name] = CheckResult(check.name, result.status, seconds, without_queries(result.detail))
                 del running[future]
             elif seconds >= check.timeout:
                 detail = f"timed out after {check.timeout:g}s"

@@ -778,10 +778,29 @@ def show_task_log(say: Callable[[str], None], task_log: TaskLog, container: str)
 
 
 def last_line(task_log: TaskLog | None) -> str:
-    """``; its last log line: …`` for a failure's message, or ''."""
+    """``; its last log line: …`` for a failure's message, or '' (:func:`quoted_line`)."""
+    line = quoted_line(task_log, 200)
+    return f"; its last log line: {line}" if line else ""
+
+
+# what in a log line is a credential: a URL's password (scheme://user:PASSWORD@host), and the value of a key that
+# names one (password=..., "token": "...", SECRET_KEY: ...)
+_USERINFO = re.compile(r"(://[^\s:/@]+:)[^\s@/]+@")
+_SECRET_VALUE = re.compile(
+    r"""((?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|"""
+    r"""authorization)["']?\s*[:=]\s*["']?)(?:Bearer\s+|Basic\s+)?[^\s"',;&}]+""",
+    re.IGNORECASE,
+)
+
+
+def quoted_line(task_log: TaskLog | None, limit: int) -> str:
+    """The task's last log line (``limit`` characters at most), its credentials masked (a URL's password, a
+    password's or token's value): it goes into the failure's message, which the history record keeps and the chat
+    is sent, for all to read who may not read the log group; "" when it wrote none. The log itself is shown whole."""
     if task_log is None or not task_log.lines:
         return ""
-    return f"; its last log line: {task_log.lines[-1].strip()[:200]}"
+    line = _USERINFO.sub(r"\1***@", task_log.lines[-1].strip())
+    return _SECRET_VALUE.sub(r"\1***", line)[:limit]
 
 
 def scaled_in(task: Mapping[str, Any]) -> bool:

@@ -212,7 +212,7 @@ class Release(Step):
             raise
         task_log = self._log(ctx, taskdefs, revision, arn)
         if ended.ok:
-            last = f": {task_log.lines[-1].strip()[:120]}" if task_log is not None and task_log.lines else ""
+            last = f": {line}" if (line := ecs.quoted_line(task_log, 120)) else ""
             unmarked = _mark(client, service, None) if pending(service) is not None else ""
             return Outcome.done(f"exited 0 after {ended.seconds:.1f}s (task {task_id}){last}{unmarked}", task=arn)
         if task_log is not None:

@@ -24,9 +24,8 @@ from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-from deploykit.checks import CheckResult, HttpError, HttpResponse
+from deploykit.checks import CheckResult, HttpError, HttpResponse, shown_url, without_queries
 from deploykit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -40,7 +39,6 @@ PASSWORD_SYMBOLS = "!#%*+-=?@^_~"  # all in Cognito's allowed special characters
 
 _SENSITIVE_KEY = re.compile(r"token|password|secret|session|authorization|credential|signature", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*")
-_URL_QUERY = re.compile(r"(https?://[^\s?#\"']*)\?[^\s\"']*?(:?)(?=[\s\"']|$)")
 
 
 class Failed(Exception):
@@ -74,19 +72,6 @@ def join_url(base: str, path: str) -> str:
     if not path:
         return base
     return base.rstrip("/") + "/" + path.lstrip("/")
-
-
-def shown_url(url: str) -> str:
-    """``url`` fit for a detail: without its query string (a presigned URL's credentials and signature)."""
-    parts = urlsplit(url)
-    if not parts.query and not parts.fragment:
-        return url
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) + ("?…" if parts.query else "")
-
-
-def without_queries(text: str) -> str:
-    """``text`` with the query string of every URL in it replaced by ``…`` (presigned URLs carry credentials)."""
-    return _URL_QUERY.sub(lambda m: f"{m.group(1)}?…{m.group(2)}", text)
 
 
 def _redact(value: Any) -> Any:

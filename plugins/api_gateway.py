@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deploykit.checks import Check, CheckContext, CheckResult
+from deploykit.checks import Check, CheckContext, CheckResult, shown_url
 from deploykit.hookspecs import hookimpl
 from plugins._support import (
     Cleanup,
@@ -20,7 +20,6 @@ from plugins._support import (
     ms,
     require,
     run_check_body,
-    shown_url,
     unexpected,
 )
 

@@ -17,7 +17,17 @@ from unittest.mock import Mock
 import pytest
 
 from deploykit import hookspecs
-from deploykit.checks import Check, CheckContext, CheckResult, junit_xml, run_checks, select, table
+from deploykit.checks import (
+    Check,
+    CheckContext,
+    CheckResult,
+    Http,
+    HttpResponse,
+    junit_xml,
+    run_checks,
+    select,
+    table,
+)
 from deploykit.errors import UsageError
 from deploykit.plugins import BLOCK_ENV, get_plugin_manager
 
@@ -62,6 +72,38 @@ def test_a_raising_check_fails_with_its_error_and_a_slow_one_times_out() -> None
     assert time.monotonic() - started < 2
     assert results[0].status == "failed" and "RuntimeError: boom" in results[0].detail
     assert results[1].status == "failed" and results[1].detail == "timed out after 0.3s"
+
+
+SIGNED = (
+    "http://127.0.0.1:9/kyc/probe.pdf?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIA%2F20261207"
+    "&X-Amz-Security-Token=FQoGZXIvYXdzEXAMPLESESSIONTOKEN&X-Amz-Signature=0123abcd"
+)
+
+
+def test_what_a_team_check_says_of_a_presigned_url_keeps_its_credentials_out() -> None:
+    """A check written as the README's example (a presigned GET through ctx.http) whose host does not answer: the
+    whole URL, its signature and the deployer's session token, went into the table, --json, the history record and
+    the chat. deploykit's HTTP client names the URL without its query, and each check's detail loses any URL's."""
+
+    def download(ctx: CheckContext) -> CheckResult:
+        ctx.http.get(SIGNED, timeout=2)
+        return CheckResult.passed("download")
+
+    def quoted(ctx: CheckContext) -> CheckResult:
+        return CheckResult.failed("quoted", f"GET {SIGNED} answered 403")
+
+    def token(ctx: CheckContext) -> CheckResult:
+        HttpResponse(200, b"access_token=gho_16C7e42F&scope=repo", {"Content-Type": "text/plain"}).json()
+        return CheckResult.passed("token")
+
+    context = CheckContext(Mock(), Mock(), Mock(), Http())
+    results = run_checks([Check("download", download), Check("quoted", quoted), Check("token", token)], context)
+    assert [r.status for r in results] == ["failed"] * 3
+    details = " ".join(r.detail for r in results)
+    assert "EXAMPLESESSIONTOKEN" not in details and "X-Amz-Signature" not in details and "gho_" not in details
+    assert results[0].detail.startswith("HttpError: GET http://127.0.0.1:9/kyc/probe.pdf?…: no answer")
+    assert results[1].detail == "GET http://127.0.0.1:9/kyc/probe.pdf?… answered 403"
+    assert results[2].detail == "ValueError: HTTP 200 answer is not JSON (text/plain, 36 bytes)"
 
 
 def test_a_check_past_its_timeout_may_clean_up_as_the_process_ends_but_never_keeps_it_from_ending() -> None:
