@@ -305,9 +305,13 @@ class EnvLock:
         wait: Callable[[], float] = lambda: 0.0,
         poll: float = 5.0,
         environment: EnvConfig | None = None,
+        aws_offset: Callable[[], float] = lambda: 0.0,
     ) -> None:
         if lease <= 0:
             raise ValueError("lease must be positive")
+        # how far AWS's clock is ahead of this machine's (AwsFactory.offset): the lock says since when it is held in
+        # S3's time, as the others read it against S3's (a holder 20 minutes behind read "20m ago" a moment after)
+        self.aws_offset = aws_offset
         self.s3 = s3
         self.bucket = bucket
         self.env = env
@@ -327,7 +331,17 @@ class EnvLock:
             return None
         wait = partial(wait_seconds, env)
         s3 = aws.client("s3")
-        return cls(s3, bucket, env.name, clock=clock, lease=lease, wait=wait, poll=env.poll_seconds, environment=env)
+        return cls(
+            s3,
+            bucket,
+            env.name,
+            clock=clock,
+            lease=lease,
+            wait=wait,
+            poll=env.poll_seconds,
+            environment=env,
+            aws_offset=lambda: aws.offset,
+        )
 
     @property
     def key(self) -> str:
@@ -473,7 +487,7 @@ class EnvLock:
             self.clock.sleep(min(pause, left))
 
     def _new_info(self, command: str, token: str) -> LockInfo:
-        now = self.clock.now()
+        now = self.clock.now() + timedelta(seconds=self.aws_offset())
         return LockInfo(
             owner=actor(),
             host=socket.gethostname(),
@@ -529,7 +543,7 @@ class Lease:
         with self._mutex:
             if self.lost:
                 return False
-            until = self.lock.clock.now() + timedelta(seconds=self.lock.lease)
+            until = self.lock.clock.now() + timedelta(seconds=self.lock.lease + self.lock.aws_offset())
             info = dataclasses.replace(self.info, expires=_iso(until), lease=self.lock.lease)
             sent = self.lock.clock.monotonic()
             try:

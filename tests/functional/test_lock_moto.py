@@ -1088,6 +1088,22 @@ def test_a_refusal_tells_the_lease_left_and_since_when_by_s3s_clock() -> None:
     assert refused.value.holder(ahead.now()) == refused.value.message.split(": ", 1)[1]
 
 
+def test_a_holder_whose_clock_runs_behind_says_since_when_in_s3s_time() -> None:
+    """A holder 20 minutes behind AWS wrote ``started`` by its own clock; read against S3's, a lock taken a moment
+    before said "20m ago" (and a teammate, reading a deploy stuck for 20 minutes, might break it). Written in AWS's
+    time (the offset the command's AWS answers measured), it says when it was taken."""
+    behind = FakeClock(start=S3_NOW - timedelta(minutes=20))
+    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    env_lock, stub = lock.EnvLock(client, BUCKET, "dev", clock=behind, aws_offset=lambda: 1200.0), Stubber(client)
+    with stub:
+        stub.add_response("put_object", {"ETag": '"mine"'})
+        held = env_lock.acquire("deploy.app")
+    assert (held.info.started, held.info.expires) == (
+        S3_NOW.isoformat(),
+        (S3_NOW + timedelta(minutes=10)).isoformat(),
+    )
+
+
 def test_without_s3s_times_expiry_is_judged_by_this_clock_as_before() -> None:
     """By S3's clock it would have expired a second ago; judged by this clock (15 minutes behind) against the
     holder's ``expires``, it has 14m59s left."""
