@@ -1040,20 +1040,28 @@ class DestroyStack(Step):
         """Refuse a stack protected from deletion (its termination protection: the CDK app's
         ``termination_protection=True``, or set by hand), where CloudFormation's refusal came after the stacks
         before it were deleted. ``done``: what the run did so far."""
+        refused = self.protected(ctx.aws, ctx.env, done)
+        if refused is not None:
+            raise refused
+
+    def protected(self, aws: AwsFactory, env: EnvConfig, done: str) -> UsageError | None:
+        """The refusal of :meth:`_refuse_protected` when the stack is protected from deletion; None when it is not,
+        or is not there. A dry run says it (its plan is not run: the refusal came only with the run)."""
         try:
-            [stack] = ctx.aws.client("cloudformation").describe_stacks(StackName=self.stack)["Stacks"]
+            [stack] = aws.client("cloudformation").describe_stacks(StackName=self.stack)["Stacks"]
         except ClientError as exc:
             if stacks.is_missing_stack(exc):
-                return
+                return None
             raise
-        if stack.get("EnableTerminationProtection"):
-            raise UsageError(
-                f"{self.stack} is protected from deletion (its termination protection is on): {done}",
-                next_step=f"if it is to go, turn it off: termination_protection=False on the stack in the CDK app and "
-                f"inv deploy.stack {self.stack} --env {ctx.env.name}, or by hand: aws cloudformation "
-                f"update-termination-protection --no-enable-termination-protection --stack-name {self.stack}; "
-                "then rerun inv destroy",
-            )
+        if not stack.get("EnableTerminationProtection"):
+            return None
+        return UsageError(
+            f"{self.stack} is protected from deletion (its termination protection is on): {done}",
+            next_step=f"if it is to go, turn it off: termination_protection=False on the stack in the CDK app and "
+            f"inv deploy.stack {self.stack} --env {env.name}, or by hand: aws cloudformation "
+            f"update-termination-protection --no-enable-termination-protection --stack-name {self.stack}; "
+            "then rerun inv destroy",
+        )
 
     def run(self, ctx: Context) -> Outcome:
         self._refuse_protected(ctx, f"{self.stack} was not deleted")

@@ -309,6 +309,7 @@ def run_plan(
         if pause.may_wake(plan):  # the wake the run would add under the lock
             plan = _woken_if_read(runtime, env, plan, aws)
         say_missing_alarms(runtime, env, plan, aws)
+        say_protected(runtime, env, plan, aws)
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
         else:
@@ -436,6 +437,20 @@ def say_missing_alarms(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFac
         f"⚠️  CloudWatch has no alarm named {', '.join(missing)} in {env.region} ({table}): the deploy would be "
         f"refused{unless}\n"
     )
+
+
+def say_protected(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFactory) -> None:
+    """A dry run's word on each stack it would delete that is protected from deletion: the run refuses it before it
+    deletes anything (DestroyStack's preflight), and the dry run said nothing of it. A stack that cannot be read is
+    left to the run."""
+    for _, step in walk(plan.steps):
+        if isinstance(step, stack_chain.DestroyStack):
+            try:
+                refused = step.protected(aws, env, "the run would be refused, nothing deleted")
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                continue
+            if refused is not None:
+                runtime.stderr.write(f"⚠️  {refused.message}\n    → next: {refused.next_step}\n")
 
 
 def require_importable(

@@ -9,6 +9,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -860,6 +861,34 @@ def test_destroy_with_data_refuses_a_registry_stack_another_environment_keeps_it
         )
     assert boto3.client("cloudformation", region_name="eu-west-1").describe_stacks(StackName=dev_env.stacks.registry)
     commands.destroy(env="dev", dry_run=True, runtime=runtime)  # the registry stack stays: not refused
+
+
+def test_a_destroy_dry_run_says_a_stack_protected_from_deletion_would_be_refused(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """The dry run listed "delete CarRentalRegistryStack, then the data it keeps" and nothing more; the run then
+    refused it (its termination protection on, exit 2). The dry run says so, with the next step."""
+    factory = AwsFactory(dev_env)
+
+    def protected(parsed: dict[str, Any], **_: Any) -> None:  # moto has no UpdateTerminationProtection
+        for stack in parsed.get("Stacks", []):
+            stack["EnableTerminationProtection"] = stack["StackName"] == dev_env.stacks.registry
+
+    factory.client("cloudformation").meta.events.register("after-call.cloudformation.DescribeStacks", protected)
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        aws_factory=lambda _env: factory,
+    )
+    commands.destroy(env="dev", include_data=True, dry_run=True, runtime=runtime)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert (
+        "⚠️  CarRentalRegistryStack is protected from deletion (its termination protection is on): the run would be "
+        "refused, nothing deleted\n    → next: if it is to go, turn it off:"
+    ) in said, said
+    with pytest.raises(UsageError, match="CarRentalRegistryStack is protected from deletion"):
+        commands.destroy(env="dev", include_data=True, runtime=runtime)
 
 
 def test_destroy_with_data_judges_a_registry_stack_deleted_before_by_the_bucket_it_kept(
