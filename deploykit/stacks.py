@@ -1529,6 +1529,14 @@ class StackDeployer:
             self.say(f"{name} exists only as a change set that was never executed (REVIEW_IN_PROGRESS); creating it")
             return "CREATE", False, {}, ()
         if status in FAILED_FIRST_CREATE:
+            if stack.get("EnableTerminationProtection"):  # CloudFormation would refuse the delete, said as an error
+                raise UsageError(
+                    f"{name} is {status} (its first create failed, nothing of it is in use), and protected from "
+                    "deletion: it cannot be deleted to be created again; nothing was changed",
+                    next_step=f"turn its protection off: aws cloudformation update-termination-protection "
+                    f"--no-enable-termination-protection --stack-name {name}; then rerun: "
+                    f"{self._cmd('deploy.stack', name)}",
+                )
             self.say(
                 f"{name} is {status}: its first create failed and nothing of it is in use; "
                 "deleting it to create it again"

@@ -692,6 +692,21 @@ def test_approved_or_unprotected_a_change_of_access_is_deployed(
 # -- recovery ---------------------------------------------------------------------------------------------
 
 
+def test_a_failed_first_create_protected_from_deletion_is_refused_naming_the_protection(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """A ROLLBACK_COMPLETE stack whose termination protection is on: its delete (to create it again) failed as "AWS
+    DeleteStack failed (ValidationError)", next "rerun; if it persists, inv health". Refused before, naming it."""
+    script.stack("ROLLBACK_COMPLETE", EnableTerminationProtection=True)
+    with pytest.raises(UsageError) as refused:
+        run(script, make(script, clock, lines))
+    assert refused.value.message == (
+        f"{NAME} is ROLLBACK_COMPLETE (its first create failed, nothing of it is in use), and protected from "
+        "deletion: it cannot be deleted to be created again; nothing was changed"
+    )
+    assert "update-termination-protection --no-enable-termination-protection" in (refused.value.next_step or "")
+
+
 def test_rollback_complete_is_deleted_then_created_again(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.emit("CREATE_FAILED", "Service", "AWS::ECS::Service", "an earlier failure")
     script.emit("ROLLBACK_COMPLETE")
