@@ -348,7 +348,9 @@ def _guarded(check: Check, ctx: CheckContext) -> CheckResult:
 
 def table(results: Sequence[CheckResult]) -> str:
     icons = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭  skipped"}
-    rows = [[r.name, icons[r.status], f"{r.seconds:.2f}s", r.detail] for r in results]
+    # a detail's lines run on in its cell: a line of its own, even indented, GitHub Actions reads as a workflow
+    # command when it starts with "::" (a check quoting an answer that holds one)
+    rows = [[r.name, icons[r.status], f"{r.seconds:.2f}s", " ".join(r.detail.splitlines())] for r in results]
     return tabulate(rows, headers=["check", "result", "time", "detail"])
 
 

@@ -24,7 +24,7 @@ _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 def escape(text: str) -> str:
     """``text`` as Markdown shows it literally: each character Markdown would read as markup backslash-escaped (a
     path's ``__init__.py`` is not bold, a ``|`` does not end a table's cell)."""
-    return _SPECIAL.sub(r"\\\1", " ".join(text.split("\n")))
+    return _SPECIAL.sub(r"\\\1", " ".join(text.splitlines()))  # a lone \r ends a line too (CommonMark)
 
 
 def code(text: str) -> str:
@@ -160,7 +160,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     its ``|`` too)."""
 
     def cell(text: str) -> str:
-        return " ".join(text.split("\n"))
+        return " ".join(text.splitlines())  # a lone \r too: CommonMark ends a line at it, and the row with it
 
     out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]

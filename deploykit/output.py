@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,20 @@ else:
         from tabulate import tabulate as table
 
         return table(*args, **kwargs)
+
+
+# the progress line's own control: back to the line's start, and clear it (the only one deploykit writes)
+CLEAR = "\r\x1b[2K"
+# what a terminal or a CI runner acts on: the C0 controls but a newline and a tab (a carriage return, an escape
+# starting a sequence that moves the cursor, clears lines, sets the window's title), DEL and the C1 controls
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character a terminal or a CI runner would act on written as its escape (``\\x1b``,
+    ``\\x0d``): text deploykit does not control (a commit's subject, a check's detail, an AWS reason, an app's log
+    line) can neither rewrite the screen nor start a line GitHub Actions reads as a workflow command."""
+    return _CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 class GuardedStream:
@@ -52,7 +67,7 @@ class GuardedStream:
         self.wrote = self.wrote or bool(text)
         if not self.gone:
             try:
-                return self._write(text)
+                return self._write(text if text == CLEAR else printable(text))
             except OSError as exc:
                 self._lost(exc)
         return len(text)
@@ -239,7 +254,7 @@ class Reporter:
 
     def _clear(self) -> None:
         if self.tty and self._shown:
-            self.stream.write("\r\x1b[2K")
+            self.stream.write(CLEAR)
 
 
 def age(delta: timedelta) -> str:

@@ -631,7 +631,7 @@ class RunReport:
             name = nested_name(record.step, depth)
             seconds = f"{record.seconds:.1f}s" if record.status != "not run" else ""
             result = "🛑 refused" if record.refused else "⏹  held back" if record.held_back else icons[record.status]
-            rows.append([name, result, seconds, record.detail])
+            rows.append([name, result, seconds, " ".join(record.detail.splitlines())])  # one line: as checks.table
             for child in record.children:
                 add(child, depth + 1)
 

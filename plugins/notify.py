@@ -233,6 +233,9 @@ class Notifier:
         return True
 
     def _say(self, text: str) -> None:
+        # what the chat reads as markup is escaped as Slack asks senders to (&, <, >): a commit's subject holding
+        # <!channel> or <https://...|Approve the prod deploy> pinged everyone, or showed a link the bot vouched for
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         link = run_url(self.environ)
         if link:
             first, newline, rest = text.partition("\n")

@@ -236,7 +236,8 @@ class Summary:
         if not path:
             return
         try:
-            with open(path, "a", encoding="utf-8") as out:
+            # a lone surrogate (a check quoting bytes it decoded so) is escaped, not the whole section lost
+            with open(path, "a", encoding="utf-8", errors="backslashreplace") as out:
                 out.write(text)
         except OSError as exc:
             (self.stderr or sys.stderr).write(

@@ -185,6 +185,11 @@ def test_table_and_junit() -> None:
         CheckResult("c", "skipped", 0.0, "needs b"),
     ]
     assert "❌ failed" in table(results)
+    # a detail's lines run on in its cell: a line of its own starting "::" GitHub Actions reads as a command
+    quoted = table([CheckResult("q", "failed", 0.1, "HTTP 500:\n::add-mask::failed")])
+    assert "HTTP 500: ::add-mask::failed" in quoted and not any(
+        line.lstrip().startswith("::") for line in quoted.split("\n")
+    )
     root = ET.fromstring(junit_xml(results).split("?>", 1)[1])
     assert root.attrib["tests"] == "3" and root.attrib["failures"] == "1" and root.attrib["skipped"] == "1"
     assert root.find("testcase[@name='b']/failure").attrib["message"] == "HTTP 503"  # type: ignore[union-attr]

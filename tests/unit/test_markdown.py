@@ -37,6 +37,10 @@ def review(**given: object) -> Review:
 def test_markup_in_plain_text_is_shown_as_it_is() -> None:
     assert markdown.escape("lambda/__init__.py | a*b [x](y) <b>") == r"lambda/\_\_init\_\_.py \| a\*b \[x\](y) \<b\>"
     assert markdown.escape("two\nlines") == "two lines"
+    # a lone carriage return ends a line too (CommonMark): a subject with one closed the list and began a heading
+    assert markdown.escape("fix\r\r# Security review: approved") == r"fix  # Security review: approved"
+    assert len(markdown.table(["a"], [[markdown.escape("x\r\r| fake | row |")]]).splitlines()) == 3  # one row
+    assert len(markdown.table(["a"], [["x\ry"]]).splitlines()) == 3
     assert markdown.code("a") == "`a`"
     assert markdown.code("a `b` c") == "``a `b` c``"
     assert markdown.code("`x") == "`` `x ``"

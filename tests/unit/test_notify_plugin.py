@@ -169,6 +169,22 @@ def test_the_start_of_a_deploy_lists_the_commits_it_takes_live(chat: tuple[Notif
     assert sent.texts[-1][1].startswith("✅ dev: deploy.auto by ana@laptop in 3.0s\n• 000000000000 Fix 0 (ana)")
 
 
+def test_a_commit_subject_holding_chat_markup_is_said_as_text(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    """A contributor's subject holding <!channel> pinged the whole channel, and <https://...|Approve the prod deploy>
+    showed a link the deploy bot vouched for: &, < and > are escaped, as Slack asks senders to."""
+    notifier, sent, _ = chat
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK", on=["started"]))
+    subject = "Health: v2 <!channel> <https://evil.example/login|Approve the prod deploy> & more"
+    commits = [{"sha": "0" * 12, "author": "eve", "subject": subject}]
+    notifier.deploykit_deployment_started(env="dev", plan={"title": "deploy.auto", "deploys": [], "commits": commits})
+    notifier.flush()
+    [(_, text)] = sent.texts
+    assert text.splitlines()[1] == (
+        "• 000000000000 Health: v2 &lt;!channel&gt; &lt;https://evil.example/login|Approve the prod deploy&gt; "
+        "&amp; more (eve)"
+    )
+
+
 def test_by_default_only_the_end_of_a_deploy_that_changed_something_is_said(
     chat: tuple[Notifier, Sent, io.StringIO],
 ) -> None:

@@ -59,6 +59,19 @@ class Failing(io.StringIO):
         return super().write(text)
 
 
+def test_control_characters_are_written_as_their_escapes_but_the_progress_lines_own() -> None:
+    """A commit's subject (or a check's detail, an AWS reason) holding an escape sequence rewrote the screen above
+    the confirmation prompt, and a carriage return started a line GitHub Actions reads as a workflow command
+    (::add-mask::, ::stop-commands::). Newlines and tabs stay; so does the progress line's own clearing."""
+    underneath = io.StringIO()
+    guarded = GuardedStream(underneath)
+    guarded.write("• 7e70bee14656 fix\x1b[8A\x1b[J\r::add-mask::failed\t(eve\x1b]0;pwned\x07) ✅\n")
+    guarded.write("\r\x1b[2K")
+    assert underneath.getvalue() == (
+        "• 7e70bee14656 fix\\x1b[8A\\x1b[J\\x0d::add-mask::failed\t(eve\\x1b]0;pwned\\x07) ✅\n\r\x1b[2K"
+    )
+
+
 def test_a_closed_pipe_ends_the_output_quietly_and_the_writer_goes_on() -> None:
     underneath = Failing(errno.EPIPE, after=1)
     guarded = GuardedStream(underneath)

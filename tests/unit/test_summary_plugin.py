@@ -88,6 +88,22 @@ def test_each_deployment_is_appended_to_the_file_the_variable_names(tmp_path: Pa
     assert "| sequence | ❌ failed | 0.0 s |" in failed and "| ↳ deploy-stack | ❌ failed | 0.0 s |" in failed
 
 
+def test_a_lone_surrogate_is_written_escaped_not_the_whole_section_lost(tmp_path: Path) -> None:
+    """A detail holding a lone surrogate (bytes a check decoded with surrogateescape) failed the write, strict
+    UTF-8: the run's whole section was missing from the page, a plugin failure said instead."""
+    page, err = tmp_path / "summary.md", io.StringIO()
+    summary = Summary(who=lambda: "ana", environ={"GITHUB_STEP_SUMMARY": str(page)}, stderr=err)
+
+    @dataclass(frozen=True)
+    class Odd(Works):
+        def run(self, ctx: Context) -> Outcome:
+            return Outcome("done", "answered \udcff")
+
+    deploy(summary, config(), Odd())
+    assert "| deploy-stack | ✅ done | 0.0 s | answered \\udcff |" in page.read_text(encoding="utf-8")
+    assert err.getvalue() == ""
+
+
 def test_a_refusal_is_said_as_one_and_another_variable_can_be_named(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     summary = Summary(who=lambda: "ana@laptop", environ={"CI_SUMMARY": str(page), "GITHUB_STEP_SUMMARY": "/nope"})
