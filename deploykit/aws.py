@@ -236,6 +236,8 @@ class AwsFactory:
         self._shared_lock = threading.Lock()  # separate: make() asks for clients
         # AWS's time minus this machine's, in seconds, from the newest answer that said its time (its Date)
         self._offset: float | None = None
+        self._stamped: datetime | None = None  # the last moment now() gave
+        self._stamping = threading.Lock()
 
     @property
     def session(self) -> boto3.session.Session:
@@ -285,8 +287,15 @@ class AwsFactory:
     def now(self) -> datetime:
         """Now by AWS's clock (:attr:`offset`): what a record several machines write to, and read in the order it
         holds, is stamped with (the history's runs): a laptop whose clock runs 15 minutes behind stamped its
-        rollback before the deploy it took off, and the next rollback went forward onto that release."""
-        return local_now() + timedelta(seconds=self.offset)
+        rollback before the deploy it took off, and the next rollback went forward onto that release. Never before
+        the moment it gave last (a Date is to the second: a newer answer's may move the offset back by up to one),
+        so that a command's records (a failed run's, then its automatic rollback's) keep their order."""
+        with self._stamping:
+            moment = local_now() + timedelta(seconds=self.offset)
+            if self._stamped is not None and moment <= self._stamped:
+                moment = self._stamped + timedelta(microseconds=1)
+            self._stamped = moment
+            return moment
 
     @property
     def profile(self) -> str | None:

@@ -785,7 +785,7 @@ def last_line(task_log: TaskLog | None) -> str:
 
 # what in a log line is a credential: a URL's password (scheme://user:PASSWORD@host), and the value of a key that
 # names one (password=..., "token": "...", SECRET_KEY: ...)
-_USERINFO = re.compile(r"(://[^\s:/@]+:)[^\s@/]+@")
+_USERINFO = re.compile(r"(://[^\s:/@]*:)[^\s@/]+@")  # a user or none (redis://:PASSWORD@host)
 _SECRET_VALUE = re.compile(
     r"""((?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|"""
     r"""authorization)["']?\s*[:=]\s*["']?)(?:Bearer\s+|Basic\s+)?[^\s"',;&}]+""",

@@ -59,6 +59,9 @@ class Context:
     # (:class:`HeldBack`): a sequence starts none of its next steps, a canary takes itself back. Each run
     # (Executor.execute) starts it clear.
     failing: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    # whether a failure holds back what runs beside it (set per run: not in a rollback's, which no automatic rollback
+    # follows, and whose every part puts back what it can: a function's move refused must not keep the app's)
+    holds_back: bool = field(default=True, init=False, repr=False)
     _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
     # Checked once, before the first step of the plan that changes what is live (not artifacts_only) starts: its
     # error ends the run there, nothing live changed (deploy.auto: what is live is still what its plan was made from)
@@ -336,6 +339,9 @@ class StepRecord:
     refused: bool = False
     # failed as a step beside it failed (:class:`HeldBack`): stopped short, not the run's failure
     held_back: bool = False
+    # failed with an error deploykit did not judge (an AWS call's, raw until the executor translates it): a group
+    # raises a judged one before it (Parallel.run); not kept in the history
+    raw: bool = False
 
 
 def step_json(record: StepRecord) -> dict[str, Any]:
@@ -409,6 +415,7 @@ def failed_record(step: Step, exc: BaseException, seconds: float) -> StepRecord:
     children, outputs = carried(exc)
     record = StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
     record.refused, record.held_back = refusal(exc), isinstance(exc, HeldBack)
+    record.raw = not isinstance(exc, DeployKitError | KeyboardInterrupt | HeldBack)
     return record
 
 
@@ -519,7 +526,7 @@ class Parallel(Step):
                 except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
                     ended[index] = exc, ctx.clock.monotonic() - t0
                     failed.set()
-                    if not isinstance(exc, KeyboardInterrupt | HeldBack):
+                    if ctx.holds_back and not isinstance(exc, KeyboardInterrupt | HeldBack):
                         # the run fails (a refusal too: after what changed beside it, it fails the run, and its
                         # automatic rollback puts that back): the steps still running beside it go no further
                         ctx.failing.set()
@@ -675,6 +682,7 @@ class Executor:
         clock, out = self.ctx.clock, self.ctx.reporter
         start = clock.monotonic()
         self.ctx.failing.clear()  # the run before (the deploy an automatic rollback follows) failed, not this one
+        self.ctx.holds_back = not plan.rollback
         records = [not_run(s) for s in plan.steps]
         error: DeployKitError | None = None
         changing: datetime | None = None  # when this run began changing what is live (RunReport.changing_since)

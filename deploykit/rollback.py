@@ -1360,7 +1360,8 @@ def failed_step(report: RunReport) -> StepRecord | None:
     a failure beside it held back)."""
     failed = next((record for record in report.records if record.status == "failed"), None)
     while failed is not None and (inner := [c for c in failed.children if c.status == "failed" and not c.held_back]):
-        failed = min(inner, key=lambda child: child.refused)  # as the group sorts them: a failure before a refusal
+        # as the group sorts them: a failure before a refusal, and deploykit's verdict before an AWS call's failure
+        failed = min(inner, key=lambda child: (child.refused, child.raw))
     return failed
 
 

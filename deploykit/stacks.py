@@ -458,7 +458,13 @@ def _merged(details: Iterable[PropertyChange]) -> tuple[PropertyChange, ...]:
 def dangerous_changes(changes: Iterable[Change], data_types: Iterable[str] = DATA_RESOURCE_TYPES) -> list[Change]:
     """Changes that replace (surely or possibly) or remove a data-holding resource."""
     types = frozenset(data_types)
-    return [c for c in changes if c.resource_type in types and c.destroys]
+    return [c for c in changes if c.resource_type in types and c.destroys and not _nested_update(c)]
+
+
+def _nested_update(change: Change) -> bool:
+    """A nested stack's update CloudFormation may call a possible replacement (Conditional): what changes inside it
+    is judged by its own rows (IncludeNestedStacks), and only its removal (or sure replacement) takes what it holds."""
+    return change.resource_type == STACK_TYPE and change.action == "Modify" and change.replacement == "Conditional"
 
 
 def is_no_changes_message(text: str | None) -> bool:
@@ -761,7 +767,7 @@ def changes_table(changes: Sequence[Change]) -> str:
         return "(no resource changes: only parameters, outputs or metadata change)"
     rows = []
     for c in changes:
-        mark = "  ⚠ holds data" if c.holds_data and c.destroys else ""
+        mark = "  ⚠ holds data" if c.holds_data and c.destroys and not _nested_update(c) else ""
         mark += "  🔐 access" if c.changes_access else ""
         mark += "  ↩ reverts drift" if c.reverts else ""
         rows.append([c.logical_id, c.resource_type, c.action, (c.replacement or "-") + mark])
@@ -1838,14 +1844,14 @@ class StackDeployer:
         said done and recorded live, the stack as it was."""
         try:
             execution = str(self._call("describe_change_set", ChangeSetName=change_set_id).get("ExecutionStatus"))
+            said = f"the change set is {execution}: it was not applied"
         except ClientError as exc:
-            execution = f"unreadable ({error_code(exc)})"
+            execution, said = "", f"the change set could not be read ({error_code(exc)}): whether it went is not known"
         if execution == "EXECUTE_COMPLETE":
             return
         raise StepFailed(
             f"{name}: CloudFormation took the execution of its change set, but the stack showed no sign of it "
-            f"({status} as before, no event, {QUIET_POLLS} polls) and the change set is {execution}: it was not "
-            "applied",
+            f"({status} as before, no event, {QUIET_POLLS} polls) and {said}",
             next_step=f"see what CloudFormation says: aws cloudformation describe-change-set --change-set-name "
             f"{change_set_id}; aws cloudformation describe-stack-events --stack-name {name}; then rerun: {again}",
         )

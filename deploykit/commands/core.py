@@ -606,11 +606,15 @@ def recover(
     )
     # by hand: each component to what the automatic rollback puts back, named (without --to, a rollback goes one
     # deploy back from what runs then, and without --component it is the app's, which this run may not have touched)
+    # (a function only its $LATEST is to be put back of serves what it served: no rollback of it, which would go one
+    # deploy back from there)
     back_to = dict(undo.plan.deploys)
-    by_hand = ", ".join(
-        f"inv rollback --env {env.name} --component {c}" + (f" --to {back_to[c]}" if c in back_to else "")
-        for c in dict.fromkeys(undo.components)
-    )
+    by_hand = ", ".join(f"inv rollback --env {env.name} --component {c} --to {sha}" for c, sha in back_to.items())
+    if latest := [c for c in dict.fromkeys(undo.components) if c not in back_to]:
+        by_hand += ("; " if by_hand else "") + (
+            f"{', '.join(latest)} serves what it served, its $LATEST may hold this run's code (a deploy of its stack "
+            f"would publish it): inv deploy.auto --env {env.name} deploys it again, checked"
+        )
     if not rollback:
         error.message += f"; left in place for debugging (--no-rollback): {replaced}"
         error.next_step = f"put back what was live: {by_hand}{wrote}"
@@ -953,11 +957,13 @@ def _unrecorded_rollback(env: EnvConfig, plan: Plan, unkept: str) -> StepFailed:
     still names what it took off, and no record says it was taken off, so the next deploy.auto brings it back
     unrefused. It ended with a warning and exit 0."""
     again = ", ".join(f"inv rollback --env {env.name} --component {c} --to {sha}" for c, sha in plan.deploys)
-    return StepFailed(
-        f"{plan.title} worked, but {unkept}: the live record may still name what it took off, and inv deploy.auto "
-        "would bring that back unrefused",
+    failed = StepFailed(
+        f"{plan.title} worked, but {unkept.removeprefix('the deployment worked but ')}: the live record may still "
+        "name what it took off, and inv deploy.auto would bring that back unrefused",
         next_step=f"record it: {again} (it finds it in place, smokes it and records it)",
     )
+    failed.heard = True  # the plugins heard of the run, which worked: not of a run that did not start
+    return failed
 
 
 def _keep(write: Callable[[history.Record], object], record: history.Record) -> object:

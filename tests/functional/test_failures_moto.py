@@ -29,6 +29,7 @@ import pytest
 
 from deploykit import aws as aws_module
 from deploykit import commands, history, lambda_chain, packaging
+from deploykit import rollback as rollbacks
 from deploykit.app_chain import BuildImage, EnsureBaseImage, PushImage, WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock, SystemClock
@@ -338,6 +339,21 @@ def test_a_rollback_from_a_laptop_whose_clock_runs_behind_is_recorded_in_aws_tim
     assert f"rollback app in dev: {b} → {a}" in run.stderr.getvalue()  # type: ignore[attr-defined]
 
 
+def test_aws_time_never_goes_back_between_two_stamps_of_a_command(
+    world: AwsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Date is to the second: a newer answer's can move the offset back by up to one, and a failed run's record
+    and its automatic rollback's, written within a second, sorted the wrong way round (or the same)."""
+    clock = [datetime(2026, 12, 7, 12, 0, 10, tzinfo=UTC)]  # this machine's, about 10 s behind AWS's
+    monkeypatch.setattr(aws_module, "local_now", lambda: clock[0])
+    said = {"ResponseMetadata": {"HTTPHeaders": {"date": "Mon, 07 Dec 2026 12:00:20 GMT"}}}
+    world._note_time(said)  # 12:00:20.000 to 12:00:20.999 by AWS, read at 12:00:10.000 here: +10.5 s
+    first = world.now()
+    clock[0] += timedelta(milliseconds=990)
+    world._note_time(said)  # the same second, read 990 ms later: +9.51 s
+    assert world.now() > first
+
+
 def test_the_log_of_a_release_put_back_is_read_in_aws_time_from_a_laptop_whose_clock_runs_ahead(
     project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -372,6 +388,29 @@ def test_the_log_of_a_release_put_back_is_read_in_aws_time_from_a_laptop_whose_c
         commands.deploy_auto(env="dev", runtime=run)
     said = run.stderr.getvalue()  # type: ignore[attr-defined]
     assert "📜 the last 1 lines health_handler version 2 wrote" in said and "KeyError: 'ID'" in said, said
+
+
+def test_a_failed_automatic_rollback_of_a_latest_alone_names_no_rollback_of_the_function(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run failed before its alias moved (publish-version), and putting $LATEST back failed too: the advice named
+    inv rollback --component lambda:FN without --to, which goes one deploy back from what serves, the release that
+    passed. It says the function serves what it served."""
+    change(project, "lambda/health_handler/handler.py")
+
+    def fails(*_: Any) -> Outcome:
+        raise StepFailed("Lambda failed the publish (ServiceException)", next_step="rerun")
+
+    monkeypatch.setattr(lambda_chain.PublishVersion, "run", fails)
+    monkeypatch.setattr(rollbacks.LatestBack, "run", fails)
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed) and "the automatic rollback failed too" in error.message, said
+    assert error.next_step == (
+        "see what runs: inv health --env dev; then put it back by hand: lambda:health_handler serves what it served, "
+        "its $LATEST may hold this run's code (a deploy of its stack would publish it): inv deploy.auto --env dev "
+        "deploys it again, checked"
+    )
+    assert alias_version(world, "health_handler") == "1"
 
 
 def smoke_fails(ctx: Context) -> Outcome:
@@ -735,9 +774,9 @@ def test_a_rollback_whose_record_was_not_written_fails_and_its_rerun_records_it(
         commands.rollback(env="dev", component="app", runtime=runtime(project, world))
     world.client("s3").meta.events.unregister("before-call.s3.PutObject", slow_down)
     assert failed.value.message.startswith(
-        f"rollback app → {b} worked, but the deployment worked but its history record was not written (nor its live "
-        "record): "
+        f"rollback app → {b} worked, but its history record was not written (nor its live record): "
     ), failed.value.message
+    assert failed.value.heard  # the plugins heard of the run, which worked: not told of one that did not start
     assert failed.value.next_step == (
         f"record it: inv rollback --env dev --component app --to {b} (it finds it in place, smokes it and records it)"
     )

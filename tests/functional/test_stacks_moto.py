@@ -255,18 +255,24 @@ class NeverExecuted:
     """CloudFormation that takes ExecuteChangeSet (200) and never runs it: the stack shows nothing."""
 
     def __init__(self, client: Any, execution: str | None = None) -> None:
-        self.client, self.execution = client, execution
+        self.client, self.execution, self.executed = client, execution, False
 
     def __getattr__(self, name: str) -> Any:
         if name == "execute_change_set":
+            self.executed = True
             return Mock(return_value={})
+        if name == "describe_change_set" and self.execution == "unreadable" and self.executed:
+            denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DescribeChangeSet")
+            return Mock(side_effect=denied)  # the follow's own describes go through describe_stacks
         if name == "describe_change_set" and self.execution is not None:
             real = self.client.describe_change_set
             return lambda **kwargs: {**real(**kwargs), "ExecutionStatus": self.execution}
         return getattr(self.client, name)
 
 
-@pytest.mark.parametrize("execution", [None, "EXECUTE_FAILED"], ids=["still-available", "execute-failed"])
+@pytest.mark.parametrize(
+    "execution", [None, "EXECUTE_FAILED", "unreadable"], ids=["still-available", "execute-failed", "unreadable"]
+)
 def test_a_change_set_cloudformation_took_and_never_ran_is_no_update(cfn: Any, execution: str | None) -> None:
     """ExecuteChangeSet answered, the stack never moved (no event, its status and time as before): after three quiet
     polls its old CREATE_COMPLETE counted as done, 'updated', and the deploy was recorded live. The change set says
@@ -278,11 +284,15 @@ def test_a_change_set_cloudformation_took_and_never_ran_is_no_update(cfn: Any, e
     deployer = StackDeployer(NeverExecuted(cfn, execution), FakeClock(), say=said.append, poll=1.0, timeout=30.0)
     with pytest.raises(StepFailed) as failed:
         deployer.deploy(NAME, template("v2", with_table=False), {"Value": "v2"})
+    said = (
+        "the change set could not be read (AccessDenied): whether it went is not known"
+        if execution == "unreadable"
+        else f"the change set is {execution or 'AVAILABLE'}: it was not applied"
+    )
     assert failed.value.message.startswith(
         f"{NAME}: CloudFormation took the execution of its change set, but the stack showed no sign of it "
-        f"(CREATE_COMPLETE as before, no event, 3 polls) and the change set is {execution or 'AVAILABLE'}: it was not "
-        "applied"
-    )
+        f"(CREATE_COMPLETE as before, no event, 3 polls) and {said}"
+    ), failed.value.message
     assert ssm_value() == "v1" and failed.value.exit_code == 1
 
 

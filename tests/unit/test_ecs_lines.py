@@ -20,6 +20,10 @@ def log(*lines: str) -> TaskLog:
         ),
         ("login failed: password=s3cr3t user=bob", "login failed: password=*** user=bob"),
         (
+            "connecting to redis://:s3cr3tRedisPw@cache.internal:6379/0",
+            "connecting to redis://:***@cache.internal:6379/0",
+        ),
+        (
             'config: {"client_secret": "abc", "region": "eu-west-1"}',
             'config: {"client_secret": "***", "region": "eu-west-1"}',
         ),

@@ -22,7 +22,18 @@ from deploykit.clock import FakeClock
 from deploykit.config import Config
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, Sequence, Step, all_records, describe_plan
+from deploykit.plan import (
+    Context,
+    Executor,
+    Outcome,
+    Parallel,
+    Plan,
+    Sequence,
+    Step,
+    all_records,
+    describe_plan,
+    step_json,
+)
 
 
 @dataclass(frozen=True)
@@ -618,8 +629,22 @@ def test_a_failure_beside_a_sequence_holds_back_its_next_steps_and_the_next_run_
         ("promote", "not run", ""),
         ("canary", "failed", "the canary of login_handler failed"),
     ]
+    assert "⏹  held back" in report.table().splitlines()[3]  # the sequence's row, under its group's
+    assert step_json(report.records[0].children[0])["held_back"] is True
+    assert "held_back" not in step_json(report.records[0].children[1])
     again = Executor(ctx).execute(Plan("dev", (Sequence("lambda health_handler", (Promote(ran),)),), "rollback"))
     assert again.ok and ran == ["promote"]
+
+
+def test_a_rollbacks_failure_holds_back_nothing_beside_it() -> None:
+    """A whole run's rollback puts the app and its functions back side by side: one function's move refused held
+    the app's roll-service back, and no automatic rollback follows a rollback; the app stayed on the release being
+    rolled back. Beside a failure in a rollback, each part still puts back what it can."""
+    started, ended, ran = threading.Event(), threading.Event(), []
+    fails = StepFailed("AWS throttled UpdateAlias")
+    group = Parallel((Sequence("app", (Baking(started, ended), Promote(ran))), EndsBeside(fails, started, ended)))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (group,), "rollback run 20261207T1"))
+    assert report.error is fails and ran == ["promote"]
 
 
 def test_a_refusal_beside_a_sequence_holds_it_back_too() -> None:

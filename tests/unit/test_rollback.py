@@ -1025,6 +1025,9 @@ def test_the_failed_step_of_a_group_is_the_failure_it_raised_not_a_refusal_or_a_
     canary = StepRecord("canary", "", "failed")
     group = StepRecord("parallel", "", "failed", children=[held, refused, canary])
     assert rb.failed_step(failed_run(env, group)) is canary
+    throttled = StepRecord("roll-service", "", "failed", raw=True)  # an AWS call's failure: the canary's verdict first
+    group = StepRecord("parallel", "", "failed", children=[throttled, canary])
+    assert rb.failed_step(failed_run(env, group)) is canary
     assert rb.split_image("127.0.0.1:5001/repo:" + A) == ("127.0.0.1:5001/repo", A)
     assert rb.split_image("127.0.0.1:5001/repo") is None
 

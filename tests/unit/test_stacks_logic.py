@@ -90,6 +90,11 @@ def test_changes_are_parsed_with_their_details() -> None:
         ("AWS::OpenSearchService::Domain", "Remove", None, True),
         ("AWS::SNS::Topic", "Modify", "True", False),
         ("AWS::SQS::QueuePolicy", "Remove", None, False),
+        # a nested stack removed takes what it holds; its update is judged by its own rows, whatever it is called
+        ("AWS::CloudFormation::Stack", "Remove", None, True),
+        ("AWS::CloudFormation::Stack", "Modify", "True", True),
+        ("AWS::CloudFormation::Stack", "Modify", "Conditional", False),
+        ("AWS::CloudFormation::Stack", "Modify", "False", False),
     ],
 )
 def test_data_guard(rtype: str, action: str, replacement: str | None, refused: bool) -> None:
