@@ -36,14 +36,19 @@ else:
 CLEAR = "\r\x1b[2K"
 # what a terminal or a CI runner acts on: the C0 controls but a newline and a tab (a carriage return, an escape
 # starting a sequence that moves the cursor, clears lines, sets the window's title), DEL and the C1 controls
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")  # a CRLF's \r starts no line
+# a line GitHub Actions reads as a workflow command: "::" first, after any blank (its runner trims them)
+_COMMAND_LINE = re.compile(r"^([ \t]*)::", re.MULTILINE)
+NOT_A_COMMAND = "\u200b"  # a zero-width space before "::": no blank to the runner, nothing on the screen
 
 
 def printable(text: str) -> str:
     """``text`` with each control character a terminal or a CI runner would act on written as its escape (``\\x1b``,
-    ``\\x0d``): text deploykit does not control (a commit's subject, a check's detail, an AWS reason, an app's log
-    line) can neither rewrite the screen nor start a line GitHub Actions reads as a workflow command."""
-    return _CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    ``\\x0d``), and a line starting with ``::`` led by a zero-width space: text deploykit does not control (a
+    commit's subject, a check's detail, an AWS reason, an app's log line) can neither rewrite the screen nor issue
+    a workflow command to GitHub Actions. Deploykit's own commands go through :meth:`GuardedStream.command`."""
+    text = _CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    return _COMMAND_LINE.sub(lambda found: f"{found.group(1)}{NOT_A_COMMAND}::", text)
 
 
 class GuardedStream:
@@ -68,6 +73,17 @@ class GuardedStream:
         if not self.gone:
             try:
                 return self._write(text if text == CLEAR else printable(text))
+            except OSError as exc:
+                self._lost(exc)
+        return len(text)
+
+    def command(self, text: str) -> int:
+        """Write ``text`` as it is: a workflow command of deploykit's own (the summary plugin's annotation), which
+        :func:`printable` would disarm."""
+        self.wrote = self.wrote or bool(text)
+        if not self.gone:
+            try:
+                return self._write(text)
             except OSError as exc:
                 self._lost(exc)
         return len(text)

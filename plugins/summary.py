@@ -228,7 +228,7 @@ class Summary:
         """An error annotation, in GitHub Actions only (see the module's doc)."""
         if self.annotations and self.environ.get("GITHUB_ACTIONS") == "true":
             out = self.stderr or sys.stderr
-            out.write(annotation(title, message))
+            getattr(out, "command", out.write)(annotation(title, message))  # as it is: deploykit's own command
             out.flush()
 
     def _write(self, text: str) -> None:

@@ -609,8 +609,13 @@ def recover(
     # (a function only its $LATEST is to be put back of serves what it served: no rollback of it, which would go one
     # deploy back from there)
     back_to = dict(undo.plan.deploys)
-    by_hand = ", ".join(f"inv rollback --env {env.name} --component {c} --to {sha}" for c, sha in back_to.items())
-    if latest := [c for c in dict.fromkeys(undo.components) if c not in back_to]:
+    latest = [f"lambda:{s.function}" for s in undo.plan.steps if isinstance(s, rollbacks.LatestBack)]
+    by_hand = ", ".join(
+        f"inv rollback --env {env.name} --component {c}" + (f" --to {back_to[c]}" if c in back_to else "")
+        for c in dict.fromkeys(undo.components)
+        if c not in latest  # (one whose moved version names no commit: one deploy back from it)
+    )
+    if latest:
         by_hand += ("; " if by_hand else "") + (
             f"{', '.join(latest)} serves what it served, its $LATEST may hold this run's code (a deploy of its stack "
             f"would publish it): inv deploy.auto --env {env.name} deploys it again, checked"

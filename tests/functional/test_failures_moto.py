@@ -33,6 +33,7 @@ from deploykit import rollback as rollbacks
 from deploykit.app_chain import BuildImage, EnsureBaseImage, PushImage, WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock, SystemClock
+from deploykit.commands import core
 from deploykit.config import EnvConfig
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport
@@ -413,6 +414,27 @@ def test_a_failed_automatic_rollback_of_a_latest_alone_names_no_rollback_of_the_
     assert alias_version(world, "health_handler") == "1"
 
 
+def test_the_advice_for_a_moved_version_naming_no_commit_is_to_roll_it_back(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-rollback after a smoke failed, the version the alias moved from naming no commit (CloudFormation
+    published it, the live record has no entry): the advice said the function "serves what it served" while the
+    failed version did. It names the rollback of it (one deploy back from what serves)."""
+    store = history.History.of(world, dev_env)
+    assert store is not None
+    entries = store.live()
+    entries.pop("lambda:health_handler", None)
+    world.client("s3").put_object(Bucket=store.bucket, Key=store.live_key, Body=json.dumps(entries).encode())
+    monkeypatch.setattr(rollbacks.lambda_chain, "git_sha_of", lambda _description: None)
+    change(project, "lambda/health_handler/handler.py")
+    script.smoke = smoke_fails
+    _, error, _ = auto(project, world, rollback=False)
+    assert isinstance(error, StepFailed) and alias_version(world, "health_handler") == "2"
+    assert (error.next_step or "").startswith(
+        "put back what was live: inv rollback --env dev --component lambda:health_handler; what it wrote:"
+    ), error.next_step
+
+
 def smoke_fails(ctx: Context) -> Outcome:
     raise StepFailed("smoke failed (4 passed, 1 failed): api_gateway: GET /health → 502", next_step="look")
 
@@ -752,7 +774,7 @@ def test_a_rollback_whose_move_went_in_and_failed_is_finished_by_its_rerun_not_t
 
 
 def test_a_rollback_whose_record_was_not_written_fails_and_its_rerun_records_it(
-    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """inv rollback C → B worked, and S3 refused its record (SlowDown, past botocore's retries): a warning, exit 0,
     the live record still naming C and no record of C taken off, so the next deploy.auto brought C back, unrefused.
@@ -770,13 +792,15 @@ def test_a_rollback_whose_record_was_not_written_fails_and_its_rerun_records_it(
             raise botocore.exceptions.ClientError(busy, "PutObject")
 
     world.client("s3").meta.events.register("before-call.s3.PutObject", slow_down)
+    told: list[str] = []
+    monkeypatch.setattr(core, "not_run", lambda *args, **_: told.append(str(args[3])))
     with pytest.raises(StepFailed) as failed:
         commands.rollback(env="dev", component="app", runtime=runtime(project, world))
     world.client("s3").meta.events.unregister("before-call.s3.PutObject", slow_down)
     assert failed.value.message.startswith(
         f"rollback app → {b} worked, but its history record was not written (nor its live record): "
     ), failed.value.message
-    assert failed.value.heard  # the plugins heard of the run, which worked: not told of one that did not start
+    assert told == []  # the plugins heard of the run, which worked: not told of one that did not start
     assert failed.value.next_step == (
         f"record it: inv rollback --env dev --component app --to {b} (it finds it in place, smokes it and records it)"
     )

@@ -1104,6 +1104,22 @@ def test_a_holder_whose_clock_runs_behind_says_since_when_in_s3s_time() -> None:
     )
 
 
+def test_the_lock_of_an_environment_takes_the_offset_its_commands_aws_answers_measured(
+    bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EnvLock.of gives the lock its factory's offset (the Date of its answers), and each renewal keeps it."""
+    factory = AwsFactory(dev_env)
+    monkeypatch.setattr(AwsFactory, "offset", property(lambda _self: 1200.0))  # AWS 20 minutes ahead of us
+    clock = FakeClock(start=S3_NOW - timedelta(minutes=20))
+    env_lock = lock.EnvLock.of(factory, dev_env, clock=clock)
+    assert env_lock is not None
+    held = env_lock.acquire("deploy.app")
+    assert held.info.started == S3_NOW.isoformat()
+    clock.advance(60)
+    assert held.renew() and held.info.expires == (S3_NOW + timedelta(minutes=11)).isoformat()
+    assert held.release()
+
+
 def test_without_s3s_times_expiry_is_judged_by_this_clock_as_before() -> None:
     """By S3's clock it would have expired a second ago; judged by this clock (15 minutes behind) against the
     holder's ``expires``, it has 14m59s left."""

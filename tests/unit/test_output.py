@@ -72,6 +72,21 @@ def test_control_characters_are_written_as_their_escapes_but_the_progress_lines_
     )
 
 
+def test_a_line_starting_a_workflow_command_is_disarmed_but_deploykits_own_command() -> None:
+    """An app's log event of two lines (inv logs indents the second) whose second starts "::stop-commands::" was a
+    workflow command to GitHub Actions, whose runner trims blanks first; a CRLF's carriage return starts no line and
+    is left; C1 controls and DEL are escaped; deploykit's own annotation is written as it is."""
+    underneath = io.StringIO()
+    guarded = GuardedStream(underneath)
+    guarded.write("12:00:00.000  app  Traceback\r\n                   ::stop-commands::deadbeef\n")
+    guarded.write("::warning::fake\x7f\x9b2J\n")
+    guarded.command("::error title=deploykit::smoke failed\n")
+    assert underneath.getvalue() == (
+        "12:00:00.000  app  Traceback\r\n                   \u200b::stop-commands::deadbeef\n"
+        "\u200b::warning::fake\\x7f\\x9b2J\n::error title=deploykit::smoke failed\n"
+    )
+
+
 def test_a_closed_pipe_ends_the_output_quietly_and_the_writer_goes_on() -> None:
     underneath = Failing(errno.EPIPE, after=1)
     guarded = GuardedStream(underneath)
