@@ -39,6 +39,7 @@ from deploykit.clock import shielded
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
 from deploykit.lambda_chain import (
+    alias_outputs,
     get_alias,
     latest_as_served,
     read_version_and_alias,
@@ -242,9 +243,7 @@ class CanaryRelease(Step):
         except BaseException as exc:  # an interrupt, or the watch itself failed: never leave the canary half in
             if not self._take_back(ctx, client, old, revision) and isinstance(exc, HeldBack):
                 # still split, beside a failure: the automatic rollback points the alias at ``old`` alone
-                fn = self.function
-                moved = {f"{fn}.version": new, f"{fn}.function_name": self.function_name, f"{fn}.alias": self.alias}
-                carry(exc, [], {**moved, f"{fn}.previous_version": old})  # as move-alias leaves them
+                carry(exc, [], alias_outputs(self.function, self.function_name, self.alias, new, previous=old))
             raise
         if alarmed is not None or self.failing(counts[new], counts[old], before):
             answered = (

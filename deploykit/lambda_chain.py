@@ -828,6 +828,13 @@ def published_version(aws: AwsFactory, function: str, function_name: str, code_s
     return found.version
 
 
+def alias_outputs(function: str, function_name: str, alias: str, version: str, previous: str = "") -> dict[str, str]:
+    """What a step that points ``alias`` at ``version`` leaves for an automatic rollback to read
+    (deploykit.rollback.undo_plan): the function, its alias and the version, and (``previous``) the one before."""
+    outputs = {f"{function}.version": version, f"{function}.function_name": function_name, f"{function}.alias": alias}
+    return outputs | ({f"{function}.previous_version": previous} if previous else {})
+
+
 def get_alias(client: Any, function_name: str, alias: str) -> dict[str, Any]:
     """The alias (its version, routing and RevisionId); UsageError when the function has none."""
     try:
@@ -858,7 +865,7 @@ def point_alias(
     weights = routed_versions(current)
     # the alias and its function even when it was in place: an automatic rollback reads them (a version left there by
     # an earlier run that did not pass goes back to what the live record verified: deploykit.rollback.undo_plan)
-    outputs = {f"{function}.version": version, f"{function}.function_name": function_name, f"{function}.alias": alias}
+    outputs = alias_outputs(function, function_name, alias, version)
     if previous == version and not weights:
         return Outcome.skipped(f"{function}: {alias} already points at version {version}", **outputs)
     # what the alias pointed at before, for an automatic rollback (deploykit.rollback.undo_plan): also when the

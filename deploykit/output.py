@@ -69,13 +69,7 @@ class GuardedStream:
         self.failure: OSError | None = None  # why, unless the reader went away (EPIPE)
 
     def write(self, text: str) -> int:
-        self.wrote = self.wrote or bool(text)
-        if not self.gone:
-            try:
-                return self._write(text if text == CLEAR else printable(text))
-            except OSError as exc:
-                self._lost(exc)
-        return len(text)
+        return self.command(text if text == CLEAR else printable(text))
 
     def command(self, text: str) -> int:
         """Write ``text`` as it is: a workflow command of deploykit's own (the summary plugin's annotation), which
