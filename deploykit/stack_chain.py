@@ -1058,8 +1058,7 @@ class DestroyStack(Step):
         return UsageError(
             f"{self.stack} is protected from deletion (its termination protection is on): {done}",
             next_step=f"if it is to go, turn it off: termination_protection=False on the stack in the CDK app and "
-            f"inv deploy.stack {self.stack} --env {env.name}, or by hand: aws cloudformation "
-            f"update-termination-protection --no-enable-termination-protection --stack-name {self.stack}; "
+            f"inv deploy.stack {self.stack} --env {env.name}, or by hand: {stacks.protection_off(self.stack)}; "
             "then rerun inv destroy",
         )
 

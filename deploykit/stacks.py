@@ -571,6 +571,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, botocore.exceptions.ConnectionClosedError | botocore.exceptions.ReadTimeoutError)
 
 
+def protection_off(stack: str) -> str:
+    """The command that turns ``stack``'s termination protection off by hand."""
+    return f"aws cloudformation update-termination-protection --no-enable-termination-protection --stack-name {stack}"
+
+
 def is_missing_stack(exc: BaseException) -> bool:
     return (
         isinstance(exc, ClientError)
@@ -1539,8 +1544,7 @@ class StackDeployer:
                 raise UsageError(
                     f"{name} is {status} (its first create failed, nothing of it is in use), and protected from "
                     "deletion: it cannot be deleted to be created again; nothing was changed",
-                    next_step=f"turn its protection off: aws cloudformation update-termination-protection "
-                    f"--no-enable-termination-protection --stack-name {name}; then rerun: "
+                    next_step=f"turn its protection off: {protection_off(name)}; then rerun: "
                     f"{self._cmd('deploy.stack', name)}",
                 )
             self.say(

@@ -887,8 +887,12 @@ def test_a_destroy_dry_run_says_a_stack_protected_from_deletion_would_be_refused
         "⚠️  CarRentalRegistryStack is protected from deletion (its termination protection is on): the run would be "
         "refused, nothing deleted\n    → next: if it is to go, turn it off:"
     ) in said, said
-    with pytest.raises(UsageError, match="CarRentalRegistryStack is protected from deletion"):
+    with pytest.raises(UsageError, match="CarRentalRegistryStack is protected from deletion") as refused:
         commands.destroy(env="dev", include_data=True, runtime=runtime)
+    assert (
+        "or by hand: aws cloudformation update-termination-protection --no-enable-termination-protection "
+        "--stack-name CarRentalRegistryStack; then rerun inv destroy"
+    ) in (refused.value.next_step or "")
 
 
 def test_destroy_with_data_judges_a_registry_stack_deleted_before_by_the_bucket_it_kept(
