@@ -323,6 +323,16 @@ class Change:
         """Whether the resource as it is now goes away: removed, or (possibly) replaced by a new one."""
         return self.action == "Remove" or (self.action == "Modify" and self.replacement in ("True", "Conditional"))
 
+    def loses_data(self, data_types: Collection[str] = DATA_RESOURCE_TYPES) -> bool:
+        """Whether it takes away a resource that holds data (of ``data_types``): one removed or (possibly) replaced.
+        Not a nested stack's update that CloudFormation calls a possible replacement (Conditional): what changes
+        inside it is judged by its own rows (IncludeNestedStacks), and only its removal (or sure replacement) takes
+        what it holds."""
+        nested_update = (
+            self.resource_type == STACK_TYPE and self.action == "Modify" and self.replacement == "Conditional"
+        )
+        return self.resource_type in data_types and self.destroys and not nested_update
+
 
 @dataclass(frozen=True)
 class StackResult:
@@ -458,13 +468,7 @@ def _merged(details: Iterable[PropertyChange]) -> tuple[PropertyChange, ...]:
 def dangerous_changes(changes: Iterable[Change], data_types: Iterable[str] = DATA_RESOURCE_TYPES) -> list[Change]:
     """Changes that replace (surely or possibly) or remove a data-holding resource."""
     types = frozenset(data_types)
-    return [c for c in changes if c.resource_type in types and c.destroys and not _nested_update(c)]
-
-
-def _nested_update(change: Change) -> bool:
-    """A nested stack's update CloudFormation may call a possible replacement (Conditional): what changes inside it
-    is judged by its own rows (IncludeNestedStacks), and only its removal (or sure replacement) takes what it holds."""
-    return change.resource_type == STACK_TYPE and change.action == "Modify" and change.replacement == "Conditional"
+    return [c for c in changes if c.loses_data(types)]
 
 
 def is_no_changes_message(text: str | None) -> bool:
@@ -772,7 +776,7 @@ def changes_table(changes: Sequence[Change]) -> str:
         return "(no resource changes: only parameters, outputs or metadata change)"
     rows = []
     for c in changes:
-        mark = "  ⚠ holds data" if c.holds_data and c.destroys and not _nested_update(c) else ""
+        mark = "  ⚠ holds data" if c.loses_data() else ""
         mark += "  🔐 access" if c.changes_access else ""
         mark += "  ↩ reverts drift" if c.reverts else ""
         rows.append([c.logical_id, c.resource_type, c.action, (c.replacement or "-") + mark])

@@ -100,6 +100,7 @@ def test_changes_are_parsed_with_their_details() -> None:
 def test_data_guard(rtype: str, action: str, replacement: str | None, refused: bool) -> None:
     changes = stacks.parse_changes([resource_change("R", rtype, action, replacement)])
     assert bool(stacks.dangerous_changes(changes)) is refused
+    assert ("⚠ holds data" in stacks.changes_table(changes)) is refused  # the table marks what the guard refuses
 
 
 def test_data_guard_names_only_the_dangerous_ones() -> None:
