@@ -13,13 +13,15 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from deploykit import commands, freeze, history, lock
 from deploykit.aws import AwsFactory
+from deploykit.commands import core
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import NOT_RUN_NOTHING_CHANGED, Context, Outcome, Plan, RunReport, Step, StepRecord
-from deploykit.stack_chain import action_key
+from deploykit.stack_chain import DestroyStack, action_key
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import Deploy, asked, held_each, held_together
 
@@ -893,6 +895,32 @@ def test_a_destroy_dry_run_says_a_stack_protected_from_deletion_would_be_refused
         "or by hand: aws cloudformation update-termination-protection --no-enable-termination-protection "
         "--stack-name CarRentalRegistryStack; then rerun inv destroy"
     ) in (refused.value.next_step or "")
+
+
+def test_a_destroy_dry_run_whose_look_at_a_stacks_protection_fails_says_the_others(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """The dry run's look at whether each stack it would delete is protected is refused for one (its DescribeStacks
+    denied): that one is left to the run (whose preflight reads it again), the protected one after it still said."""
+    factory = AwsFactory(dev_env)
+
+    def protected(parsed: dict[str, Any], **_: Any) -> None:  # moto has no UpdateTerminationProtection
+        for stack in parsed.get("Stacks", []):
+            stack["EnableTerminationProtection"] = True
+
+    def denied(params: dict[str, Any], **_: Any) -> None:
+        if params.get("StackName") == dev_env.stacks.api:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DescribeStacks")
+
+    cfn = factory.client("cloudformation")
+    cfn.meta.events.register("after-call.cloudformation.DescribeStacks", protected)
+    cfn.meta.events.register("before-parameter-build.cloudformation.DescribeStacks", denied)
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    plan = Plan("dev", (DestroyStack(dev_env.stacks.api), DestroyStack(dev_env.stacks.registry)), "destroy")
+    core.say_protected(runtime, dev_env, plan, factory)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert said.startswith("⚠️  CarRentalRegistryStack is protected from deletion"), said
+    assert said.count("⚠️") == 1, said
 
 
 def test_destroy_with_data_judges_a_registry_stack_deleted_before_by_the_bucket_it_kept(
