@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from deploykit.errors import UsageError
-from deploykit.output import tabulate
+from deploykit.output import stdout_aside, tabulate
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -334,7 +334,8 @@ def _wait_for_late_checks() -> None:
 
 def _guarded(check: Check, ctx: CheckContext) -> CheckResult:
     try:
-        result = check.run(ctx)
+        with stdout_aside():  # what it prints: not into --json
+            result = check.run(ctx)
     except BaseException as exc:  # a check that raises (SystemExit too, in its thread) failed, its error the reason
         return CheckResult.failed(check.name, f"{type(exc).__name__}: {exc}")
     if not isinstance(result, CheckResult):

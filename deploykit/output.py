@@ -277,3 +277,50 @@ def age(delta: timedelta) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600} h"
     return f"{seconds // 60} min"
+
+
+class _Aside:
+    """``sys.stdout`` while a :func:`stdout_aside` block runs: what a thread inside one writes goes to ``sys.stderr``,
+    what any other thread writes to the stdout it stands in for (a check left running past its timeout leaves the
+    command's own prints where they were)."""
+
+    def __init__(self, stdout: TextIO) -> None:
+        self.stdout = stdout
+
+    def _target(self) -> TextIO:
+        return sys.stderr if getattr(_inside, "depth", 0) else self.stdout
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+
+_aside = threading.Lock()
+_aside_count = 0
+_inside = threading.local()
+
+
+@contextmanager
+def stdout_aside() -> Iterator[None]:
+    """What this thread prints while the block runs sent to ``sys.stderr``: what a plugin prints (a hook, a check)
+    never mixes into the command's own output (``--json``, which a script reads). Other threads' prints are left
+    where they were. ``sys.stdout`` is the stand-in (:class:`_Aside`) while any thread is in such a block."""
+    global _aside_count
+    with _aside:
+        if _aside_count == 0 and not isinstance(sys.stdout, _Aside):
+            sys.stdout = cast(TextIO, _Aside(sys.stdout))
+        _aside_count += 1
+    _inside.depth = getattr(_inside, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _inside.depth -= 1
+        with _aside:
+            _aside_count -= 1
+            if _aside_count == 0 and isinstance(sys.stdout, _Aside):  # put back, unless replaced meanwhile
+                sys.stdout = sys.stdout.stdout

@@ -794,11 +794,18 @@ class Executor:
         if stopped_at_gate:  # untold: the plugins hear of the run that starts again
             self._held = None
             return report
-        self._release()  # a run that never reached its gate (artifacts only, or failed before it) is told whole
-        if error is None:
-            self._notify("deploykit_deployment_finished", env=plan.env, report=report.to_json())
-        else:
-            self._notify("deploykit_deployment_failed", env=plan.env, report=report.to_json(), error=str(error))
+        try:
+            self._release()  # a run that never reached its gate (artifacts only, or failed before it) is told whole
+            if error is None:
+                self._notify("deploykit_deployment_finished", env=plan.env, report=report.to_json())
+            else:
+                self._notify("deploykit_deployment_failed", env=plan.env, report=report.to_json(), error=str(error))
+        except KeyboardInterrupt:  # the run has ended: it is recorded, and put back when it failed, as it ended (a
+            # plugin's hook cut short by Ctrl-C, a CI job's SIGTERM, must not leave it unrecorded)
+            out.line(
+                "⚠️  interrupted while the plugins heard how the run ended (some may not have): the run "
+                f"{'failed' if error else 'worked'}, and ends as it did"
+            )
         return report
 
     def _step_finished(self, plan: Plan, record: StepRecord) -> None:

@@ -8,6 +8,7 @@ exist (a misspelt ``deploykit_*`` function) is a UsageError naming it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.metadata
 import inspect
@@ -21,6 +22,7 @@ import pluggy
 
 from deploykit import hookspecs
 from deploykit.errors import ConfigError, UsageError
+from deploykit.output import stdout_aside
 
 if TYPE_CHECKING:
     from deploykit.config import Config, EnvConfig
@@ -99,12 +101,18 @@ def get_plugin_manager(
 def each_plugin(plugins: Plugins, hook: str, **kwargs: Any) -> list[tuple[str, Callable[[], Any]]]:
     """Each plugin's ``hook`` (wrappers left out), in the order the plugins loaded, as (the plugin's name, a call of
     it with those of ``kwargs`` it takes): for asking each plugin on its own, so that one that raises is told apart
-    from the others (pluggy's own hook call stops at the first that raises)."""
+    from the others (pluggy's own hook call stops at the first that raises). Each call gets its own copy of what is
+    mutable (:func:`own_copies`)."""
     return [
-        (impl.plugin_name, partial(impl.function, *(kwargs[name] for name in impl.argnames)))
+        (impl.plugin_name, partial(_called, impl.function, impl.argnames, kwargs))
         for impl in getattr(plugins.manager.hook, hook).get_hookimpls()
         if not (impl.hookwrapper or impl.wrapper)
     ]
+
+
+def _called(function: Callable[..., Any], argnames: Sequence[str], kwargs: Mapping[str, Any]) -> Any:
+    given = own_copies({name: kwargs[name] for name in argnames})
+    return function(*(given[name] for name in argnames))
 
 
 def _refuse_unmarked(manager: pluggy.PluginManager, name: str, plugin: object) -> None:
@@ -204,7 +212,7 @@ def review_stack_changes(
         return {}
     refused: dict[str, list[str]] = {}
     for impl in reversed(plugins.manager.hook.deploykit_review_stack_changes.get_hookimpls()):
-        given = {"env": env, "stack": stack, "changes": [dict(c) for c in changes]}
+        given = {"env": env, "stack": stack, "changes": copy.deepcopy([dict(c) for c in changes])}
         try:
             reasons = impl.function(*(given[name] for name in impl.argnames))
         except Exception as exc:  # any failure of a team's rule refuses, named
@@ -226,11 +234,31 @@ def refusal_text(refused: Mapping[str, Sequence[str]]) -> str:
 
 def observe(plugins: Plugins | None, hook: str, say: Callable[[str], object], **kwargs: Any) -> None:
     """Tell every plugin's ``hook`` (an observer's: deployment started, finished...), each on its own: one that
-    raises is said on ``say``, by name, and the others still hear it; an observer never fails what it observes."""
+    raises (``sys.exit`` included) is said on ``say``, by name, and the others still hear it; an observer never fails
+    what it observes. Each is given its own copy of what is mutable (a report, :func:`each_plugin`): one that changes
+    it does not change what the others hear. What a plugin prints goes to stderr (:func:`stdout_aside`)."""
     if plugins is None:
         return
     for name, tell in reversed(each_plugin(plugins, hook, **kwargs)):  # as pluggy calls them: the last loaded first
         try:
-            tell()
-        except Exception as exc:  # whatever a plugin raises: the others still hear it, and nothing fails
-            say(f"⚠️  plugin {name!r} failed in {hook}: {type(exc).__name__}: {exc}")
+            with stdout_aside():
+                tell()
+        except (Exception, SystemExit) as exc:  # whatever a plugin raises: the others still hear it, nothing fails
+            say(
+                f"⚠️  plugin {name!r} failed in {hook}: {type(exc).__name__}: {cut(str(exc))}\n"
+                f"    → next: fix the plugin, or block it: {BLOCK_ENV}={name}"
+            )
+
+
+SAID_AT_MOST = 500  # characters of what a plugin raised, said (a response body in a message: said once, not whole)
+
+
+def cut(text: str, most: int = SAID_AT_MOST) -> str:
+    """``text``, at most ``most`` characters of it (with how many more there were)."""
+    return text if len(text) <= most else f"{text[:most]}… ({len(text) - most} more characters)"
+
+
+def own_copies(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with each dict or list deep-copied: what one plugin is given, no other plugin (nor deploykit) sees
+    changed."""
+    return {key: copy.deepcopy(value) if isinstance(value, dict | list) else value for key, value in kwargs.items()}
