@@ -64,9 +64,14 @@ def get_plugin_manager(
     plugins = Plugins(manager, blocked=blocked)
     found = importlib.metadata.entry_points(group=GROUP) if entry_points is None else entry_points
     candidates: list[tuple[str, object | None]] = []
+    named: dict[str, str] = {}  # entry point name → what it names
     for entry_point in sorted(found, key=lambda ep: ep.name):
         if entry_point.name in blocked:
             continue
+        if named.setdefault(entry_point.name, entry_point.value) != entry_point.value:
+            _refuse_same_name(entry_point.name, named[entry_point.name], entry_point.value)
+        if any(name == entry_point.name for name, _ in candidates) or entry_point.name in plugins.broken:
+            continue  # the same plugin listed twice (two copies of a distribution's metadata on the path)
         try:
             loaded = entry_point.load()
             # a class: one fresh instance per manager (its state, a notifier's queue, is not shared between them)
@@ -96,6 +101,17 @@ def get_plugin_manager(
             next_step=f"fix the hook's name (see README, 'Writing check plugins'), or block it: {BLOCK_ENV}={name}",
         ) from None
     return plugins
+
+
+def _refuse_same_name(name: str, one: str, other: str) -> None:
+    """Two installed plugins of one entry-point name (a team's ``notify`` beside the built-in): one of them would be
+    left out, which depending on the order the path lists them, and unsaid."""
+    raise UsageError(
+        f"two plugins are named {name!r} (entry points of the group {GROUP}: {one} and {other}): one would be left "
+        "out, unsaid",
+        next_step=f"rename the team's entry point (its pyproject.toml, [project.entry-points.{GROUP}]) and its "
+        f"[plugins.{name}] table of deploy.toml; a built-in's name is taken",
+    )
 
 
 def each_plugin(plugins: Plugins, hook: str, **kwargs: Any) -> list[tuple[str, Callable[[], Any]]]:

@@ -197,9 +197,23 @@ class Smoke(Step):
 
     def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
         """What the checks' choice refuses (two plugins' checks of one name, needs in a circle, an unknown --only
-        name): before the run changes anything, not after (not for a plan that puts things right: refuses_first)."""
-        if self.refuses_first:
-            choose(ctx.plugins if ctx.plugins is not None else get_plugin_manager(), ctx.env, self.only)
+        name), and a plugin whose checks are not there (it failed to load, or to register them), whose failed row
+        would fail this smoke: before the run changes anything, not after the release went out (not for a plan that
+        puts things right: refuses_first)."""
+        if not self.refuses_first:
+            return
+        plugins = ctx.plugins if ctx.plugins is not None else get_plugin_manager()
+        chosen = choose(plugins, ctx.env, self.only)
+        gone = _gone(plugins, chosen.failed) if self.only is None or chosen.needs_gone else {}
+        if gone:
+            raise UsageError(
+                f"the checks of {len(gone)} plugin(s) are not there: "
+                + "; ".join(f"plugin {name!r} {said}" for name, said in gone.items())
+                + ": the smoke at the end of this run would fail on them, after the release went out; nothing was "
+                "changed",
+                next_step=f"fix the plugin (its import, its deploykit_register_checks); or, where its checks cannot "
+                f"run, block it for the run: {BLOCK_ENV}={','.join(gone)}",
+            )
 
     def run(self, ctx: Context) -> Outcome:
         plugins = ctx.plugins if ctx.plugins is not None else get_plugin_manager()

@@ -384,6 +384,28 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(plugin_mo
     assert plugins.manager.get_plugin("team") is not None
 
 
+def test_two_plugins_of_one_name_are_refused_and_one_listed_twice_loads_once(
+    plugin_modules: types.SimpleNamespace,
+) -> None:
+    """A team's entry point named as a built-in (``notify``) left one of the two out, which depending on the order
+    the path listed them, unsaid. The same entry point twice (two copies of a distribution's metadata) is one."""
+    builtin = fake_entry_point("notify", "plugins.notify:Notifier")
+    for order in (
+        [builtin, fake_entry_point("notify", "dk_test_good")],
+        [fake_entry_point("notify", "dk_test_good"), builtin],
+    ):
+        with pytest.raises(
+            UsageError, match="two plugins are named 'notify' \\(entry points of the group deploykit: "
+        ) as refused:
+            get_plugin_manager(entry_points=order, environ={})
+        assert "plugins.notify:Notifier" in refused.value.message and "dk_test_good" in refused.value.message
+        assert "rename the team's entry point" in (refused.value.next_step or "")
+    twice = get_plugin_manager(
+        entry_points=[builtin, fake_entry_point("notify", "plugins.notify:Notifier")], environ={}
+    )
+    assert [name for name, _ in twice.manager.list_name_plugin()] == ["notify"] and not twice.broken
+
+
 def test_blocking_by_environment_variable_removes_a_plugin(plugin_modules: types.SimpleNamespace) -> None:
     plugins = get_plugin_manager(
         entry_points=[fake_entry_point("team", "dk_test_good")], environ={BLOCK_ENV: "team, other"}

@@ -368,6 +368,29 @@ def test_review_stack_changes_gets_each_plugins_reasons_and_a_failing_one_refuse
     )
 
 
+class Tidying:
+    """A plugin that "normalises" the changes it is given, in place, and refuses nothing."""
+
+    @hookimpl
+    def deploykit_review_stack_changes(self, changes: list[dict[str, Any]]) -> list[str]:
+        for change in changes:
+            change["details"][:] = [d for d in change["details"] if not d["property"].startswith("KeySchema")]
+        return []
+
+
+def test_a_plugin_that_changes_the_changes_it_reviews_changes_them_for_no_other_rule() -> None:
+    """A plugin trimming a change's details in place hid a table's key change from the team's rule asked after it
+    (each had a copy of the change, sharing its list of details), and from the caller."""
+    changes = [TABLE_REPLACED]
+    before = repr(changes)
+    # the last registered is asked first: the tidying one, then the rule
+    refused = review_stack_changes(
+        manager_with(("keys", NoKeyChanges()), ("tidy", Tidying())), sample_env(), "S", changes
+    )
+    assert list(refused) == ["keys"]
+    assert repr(changes) == before
+
+
 def test_a_stack_deploy_asks_the_plugins_before_its_change_set_runs() -> None:
     """The deploy step hands the plugins the change set's changes as inv diff --json lists them."""
     rule = NoKeyChanges()
