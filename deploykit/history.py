@@ -571,8 +571,9 @@ class History:
 
     def write(self, record: Record, *, live: Mapping[str, Mapping[str, str]] | None = None) -> str:
         """Put ``record`` in the history; a successful run's components go into the live record too. ``live``: the
-        live record as the writer read it while holding the environment's lock (so it is still so): both are then
-        written at once, one round trip; None: it is read first, at the same time as the record is written."""
+        live record as the writer read it while holding the environment's lock (so it is still so): it is written
+        once the record is; None: it is read first, at the same time as the record is written. The record is always
+        written before the live record."""
         key = f"{self.prefix}{record.id}.json"
         body = json.dumps(record.to_json(), indent=2).encode()
         put = partial(self._put_record, key, body)
@@ -586,14 +587,10 @@ class History:
                 raise read  # the record is written; the live record is left as it is, for a person to look into
             if (failed := _live_written(partial(self._put_live, record, read))) is not None:
                 raise failed
-        else:
-            writes: dict[str, Callable[[], object]] = {
-                "record": put,
-                "live": partial(_live_written, partial(self._put_live, record, live)),
-            }
-            written = at_once(writes)
-            if isinstance(written["live"], LiveRecordNotWritten):
-                raise written["live"]  # after the record's own write, which raised first if it failed
+        else:  # the record first: a live record naming a run is never read before that run's record can be
+            put()  # (a rollback reads the live record, then the history it goes back by: deploykit.commands.rollback)
+            if (failed := _live_written(partial(self._put_live, record, live))) is not None:
+                raise failed
         return key
 
     def _put_record(self, key: str, body: bytes) -> None:

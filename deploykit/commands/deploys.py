@@ -647,8 +647,11 @@ def rollback(
         if to is not None:
             rollbacks.normalize_to(to)
     aws = runtime.aws_factory(environment)
-    # what is live as this rollback starts, read while it works out what to go back to: checked again under its lock
+    # what is live as this rollback starts, checked again under its lock; read before the history it works out what
+    # to go back from (a deploy writes its history record before its live record): a deploy finishing between the two
+    # reads is then never one the rollback takes off unseen (the live record, read first, names what it did not)
     reading = None if dry_run else LiveBefore(runtime, aws, environment)
+    planned_from = reading.result() if reading is not None else None
     back = partial(
         _rollback_of,
         runtime,
@@ -682,7 +685,7 @@ def rollback(
             dry_run=dry_run,
             as_json=as_json,
             aws=aws,
-            planned_from=reading.result() if reading is not None else None,
+            planned_from=planned_from,
             then=partial(_after_rollback, runtime, config, environment, aws, wait_alarms),
         )
     except lock.LockHeld as held:  # never waited for: what a rollback goes back from may change meanwhile

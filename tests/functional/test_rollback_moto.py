@@ -11,6 +11,7 @@ import io
 import json
 import shutil
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -165,6 +166,45 @@ def service_image(factory: AwsFactory) -> tuple[str, str]:
 
 def revision_count(factory: AwsFactory) -> int:
     return len(factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")["taskDefinitionArns"])
+
+
+def test_a_rollback_reads_the_live_record_before_the_history_and_a_deploy_writes_them_the_other_way_round(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """A rollback read the history it goes back by beside the live record it checks again under its lock, and a
+    deploy wrote its record and its live record at once: a deploy finishing between the two reads (its live record
+    read, its history record not yet) was taken off unseen, the rollback's output and record naming the release
+    before it. Now the live record is read first (its read held back a little here, so that reads side by side would
+    show), and the deploy's record is written before its live record (its write held back a little)."""
+    s3 = factory.client("s3")
+    events: list[str] = []
+
+    def what(params: dict[str, Any], operation: str) -> str | None:
+        key = str(params.get("Key") or params.get("Prefix") or "")
+        if key == deployed.live_key:
+            return f"{operation} live"
+        return f"{operation} history" if key.startswith(deployed.prefix) else None
+
+    def started(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if said := what(params, model.name):
+            events.append(said)
+            if model.name in ("GetObject", "PutObject"):  # what went side by side would be overtaken
+                time.sleep(0.3)
+
+    def ended(context: dict[str, Any], model: Any, **_: Any) -> None:
+        if said := what(context.get("dk_params", {}), model.name):
+            events.append(f"{said} done")
+
+    def kept(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["dk_params"] = dict(params)
+
+    s3.meta.events.register("before-parameter-build.s3.*", started)
+    s3.meta.events.register("before-parameter-build.s3.*", kept)
+    s3.meta.events.register("after-call.s3.*", ended)
+    commands.rollback(env="dev", smoke=False, runtime=runtime(project, factory))
+    first_history = next(i for i, e in enumerate(events) if e.endswith("history") and not e.startswith("Put"))
+    assert events.index("GetObject live done") < first_history, events
+    assert events.index("PutObject history done") < events.index("PutObject live"), events
 
 
 def test_rollback_goes_back_to_the_previous_successful_deploy_on_a_fresh_revision(
