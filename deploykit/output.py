@@ -37,17 +37,25 @@ CLEAR = "\r\x1b[2K"
 # what a terminal or a CI runner acts on: the C0 controls but a newline and a tab (a carriage return, an escape
 # starting a sequence that moves the cursor, clears lines, sets the window's title), DEL and the C1 controls
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")  # a CRLF's \r starts no line
-# a line GitHub Actions reads as a workflow command: "::" first, after any blank (its runner trims them)
-_COMMAND_LINE = re.compile(r"^([ \t]*)::", re.MULTILINE)
-NOT_A_COMMAND = "\u200b"  # a zero-width space before "::": no blank to the runner, nothing on the screen
+# a line GitHub Actions reads as a workflow command: "::" first, after any whitespace (its runner trims every kind
+# Unicode has: a no-break space, an ideographic space), or its older form "##[" anywhere in the line
+_COMMAND_LINE = re.compile(r"^([^\S\n]*)::", re.MULTILINE)
+_OLD_COMMAND = "##["
+NOT_A_COMMAND = "\u200b"  # a zero-width space before "::": no whitespace to the runner, nothing on the screen
+
+
+def escaped_controls(text: str) -> str:
+    """``text`` with each control character a terminal or a CI runner would act on written as its escape (``\\x1b``,
+    ``\\x0d``); a newline, a tab and a CRLF's carriage return kept."""
+    return _CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def printable(text: str) -> str:
-    """``text`` with each control character a terminal or a CI runner would act on written as its escape (``\\x1b``,
-    ``\\x0d``), and a line starting with ``::`` led by a zero-width space: text deploykit does not control (a
-    commit's subject, a check's detail, an AWS reason, an app's log line) can neither rewrite the screen nor issue
-    a workflow command to GitHub Actions. Deploykit's own commands go through :meth:`GuardedStream.command`."""
-    text = _CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    """``text`` with its control characters escaped (:func:`escaped_controls`), and a line starting with ``::`` led
+    by a zero-width space, as is the ``[`` of a ``##[``: text deploykit does not control (a commit's subject, a
+    check's detail, an AWS reason, an app's log line) can neither rewrite the screen nor issue a workflow command to
+    GitHub Actions. Deploykit's own commands go through :meth:`GuardedStream.command`."""
+    text = escaped_controls(text).replace(_OLD_COMMAND, f"##{NOT_A_COMMAND}[")
     return _COMMAND_LINE.sub(lambda found: f"{found.group(1)}{NOT_A_COMMAND}::", text)
 
 

@@ -34,6 +34,7 @@ from deploykit.git import github_commit_url
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
+from deploykit.output import escaped_controls
 from deploykit.plan import nested_name
 from deploykit.smoke import summary
 from plugins._support import variable_of
@@ -129,10 +130,12 @@ CHECK_ICONS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭ s
 
 def annotation(title: str, message: str) -> str:
     """A GitHub Actions workflow command for an error annotation: ``::error title=TITLE::MESSAGE``, each escaped as
-    the runner unescapes it (``%``, CR and LF in both; ``:`` and ``,`` in the title, a property)."""
+    the runner unescapes it (``%``, CR and LF in both; ``:`` and ``,`` in the title, a property); a control character
+    (an escape sequence an app answered with, in a check's detail) written as its escape, as everything deploykit
+    prints is (the command itself is written as it is: GuardedStream.command)."""
 
     def data(text: str) -> str:
-        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return escaped_controls(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
     return f"::error title={data(title).replace(':', '%3A').replace(',', '%2C')}::{data(message)}\n"
 

@@ -87,6 +87,24 @@ def test_a_line_starting_a_workflow_command_is_disarmed_but_deploykits_own_comma
     )
 
 
+@pytest.mark.parametrize(
+    ("said", "written"),
+    [
+        ("\u00a0::stop-commands::nbsp\n", "\u00a0\u200b::stop-commands::nbsp\n"),  # the runner trims any whitespace
+        ("\u3000::set-output name=image::evil\n", "\u3000\u200b::set-output name=image::evil\n"),
+        ("\u2003\t ::add-mask::x\n", "\u2003\t \u200b::add-mask::x\n"),
+        ("user agent: ##[add-mask]v1form\n", "user agent: ##\u200b[add-mask]v1form\n"),  # the older form, anywhere
+        ("a:: b ## [c] ✅\tok\n", "a:: b ## [c] ✅\tok\n"),  # no command: as it is
+    ],
+)
+def test_a_workflow_command_after_any_whitespace_or_in_its_older_form_is_disarmed(said: str, written: str) -> None:
+    """GitHub's runner trims every kind of whitespace .NET knows before it looks for "::" (a no-break space, an
+    ideographic space), and reads "##[command]" anywhere in a line: an app's log line held either."""
+    underneath = io.StringIO()
+    GuardedStream(underneath).write(said)
+    assert underneath.getvalue() == written
+
+
 def test_a_closed_pipe_ends_the_output_quietly_and_the_writer_goes_on() -> None:
     underneath = Failing(errno.EPIPE, after=1)
     guarded = GuardedStream(underneath)

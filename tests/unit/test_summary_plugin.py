@@ -15,7 +15,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import Config, parse_config
 from deploykit.errors import ConfigError, StepFailed, UsageError
-from deploykit.output import Reporter
+from deploykit.output import GuardedStream, Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Sequence, Step
 from deploykit.plugins import get_plugin_manager
 from plugins.summary import CHANGES_SHOWN, COMMITS_SHOWN, Summary, annotation, not_run_markdown, run_markdown
@@ -207,6 +207,22 @@ def test_in_github_actions_a_failure_is_an_error_annotation_too(tmp_path: Path) 
 
 def test_an_annotation_is_escaped_as_the_runner_reads_it() -> None:
     assert annotation("a: b, c%", "50% done\r\nnext") == "::error title=a%3A b%2C c%25::50%25 done%0D%0Anext\n"
+
+
+def test_an_annotation_through_deploykits_guarded_stream_is_written_as_a_command_its_controls_escaped() -> None:
+    """The annotation is deploykit's own workflow command: through the stream that disarms the app's (a zero-width
+    space before "::"), it was disarmed too, and GitHub showed none. An escape sequence in a check's detail (an
+    app's answer) is written as its escape, as everything else deploykit prints."""
+    underneath = io.StringIO()
+    actions = {"GITHUB_ACTIONS": "true"}
+    summary = Summary(stderr=GuardedStream(underneath), who=lambda: "ci", environ=actions)  # type: ignore[arg-type]
+    detail = "HTTP 502: \x1b]8;;https://evil.example\x07click\x1b]8;;\x07 \x9b2J"
+    check = {"name": "api", "status": "failed", "seconds": 0.1, "detail": detail}
+    summary.deploykit_smoke_finished(env="dev", report={"env": "dev", "ok": False, "checks": [check]})
+    assert underneath.getvalue() == (
+        "::error title=deploykit%3A smoke of dev failed (1 check(s))::api: HTTP 502: \\x1b]8;;https://evil.example"
+        "\\x07click\\x1b]8;;\\x07 \\x9b2J\n"
+    )
 
 
 def test_the_commits_a_run_takes_live_are_listed_escaped_and_cut() -> None:
