@@ -561,7 +561,9 @@ def test_a_zip_found_there_older_than_six_hours_has_its_date_renewed_so_lambda_c
     assert upload(SMALL_ZIP + 1) == f"skipped: {there} [HeadObject]"  # 5 hours: not yet
     older[0] = timedelta(hours=7)
     assert upload(SMALL_ZIP + 1).endswith(" [HeadObject, CopyObject]")  # past 6 hours: well within the day's grace
-    older[0] = timedelta(days=2)
+    # the clock stays at the test's start while each copy dates the zip anew: an hour over, so that seconds gone by
+    # do not make it "1 day ago" (it did 2 runs in 10)
+    older[0] = timedelta(days=2, hours=1)
     renewed = f"skipped: {there} (uploaded 2 days ago: its date renewed, so that inv lambda.cleanup keeps it a day)"
     assert upload(len(new.zip_bytes)) == f"{renewed} [PutObject, HeadObject, CopyObject]"
     assert upload(SMALL_ZIP + 1) == f"{renewed} [HeadObject, CopyObject]"
