@@ -27,7 +27,7 @@ from deploykit.config import SIZE_KEYS, Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision, commits_ahead, is_shallow
-from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
+from deploykit.history import UNSMOKED, History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.release import PENDING_TAG, SKIP_ENV
@@ -188,6 +188,13 @@ def live_components(
         names = env.stacks.roles()
         roles = {names[c.partition(":")[2]]: c for c in components if c.startswith("stack:")}
         unverified |= _stacks_changed_outside(aws, {roles[s]: s for s in stacks if s in roles}, kept)
+        for component in components:  # deployed by a run without its smoke, none passed since: never verified
+            entry = kept.get(component, {})
+            if UNSMOKED in entry and live.get(component) and component not in unverified:
+                unverified[component] = (
+                    f"{component} was deployed at {entry.get('sha')} without its smoke (--no-smoke), and no smoke "
+                    f"has passed in {env.name} since" + AGAIN
+                )
     return live
 
 
@@ -488,15 +495,16 @@ def unpromoted(
 
 def verified_in(records: Sequence[Record], components: Collection[str]) -> dict[str, list[str]]:
     """component → the commits (image-tag form) successful runs of an environment deployed it at, newest first:
-    each passed its smoke there (a run that fails it is not ok). A commit a later rollback took the component off
-    is left out (it was found wanting there), unless a run after that rollback deployed it again; so are dirty
-    builds (never promoted). ``records``: the environment's runs, newest first."""
+    each passed its smoke there (a run that fails it is not ok; one without its smoke, --no-smoke, proves nothing). A
+    commit a later rollback took the component off is left out (it was found wanting there), unless a run after that
+    rollback deployed it again; so are dirty builds (never promoted). ``records``: the environment's runs, newest
+    first."""
     found: dict[str, list[str]] = {}
     revoked: dict[str, set[str]] = {}
     for record in records:
         if not record.ok:
             continue
-        for component, sha in record.deployed.items():
+        for component, sha in record.deployed.items() if record.smoked else ():
             if component in components and DIRTY not in sha and sha not in revoked.get(component, set()):
                 found.setdefault(component, [])
                 if sha not in found[component]:

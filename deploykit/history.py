@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -140,6 +140,24 @@ class Record:
     def rollback_by_hand(self) -> bool:
         """Whether a person's ``inv rollback`` ran it (it found what it took the environment off wanting)."""
         return self.command.startswith("rollback ")
+
+    @property
+    def smoked(self) -> bool:
+        """Whether its smoke ran and passed (a step "smoke" done, at any depth)."""
+        return any(step.get("status") == "done" for step in self._smokes(self.steps))
+
+    @property
+    def without_smoke(self) -> bool:
+        """Whether its plan had no smoke (``--no-smoke``; a stack deployed before the environment is whole): not
+        one whose smoke was skipped, everything it deploys found in place."""
+        return not any(True for _ in self._smokes(self.steps))
+
+    @classmethod
+    def _smokes(cls, steps: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        for step in steps:
+            if step.get("step") == "smoke":
+                yield step
+            yield from cls._smokes(step.get("children") or ())
 
     def deployed_it(self, component: str) -> bool:
         """Whether the run worked and deployed ``component`` (not only carried it to its commit)."""
@@ -257,6 +275,9 @@ _RECORD_KEY = re.compile(r"[0-9]{8}T[0-9]{6}[^/]*\.json")  # a record's key afte
 
 RECORDED_COMMITS = 50  # the commits a record names at most (a first deploy after months brings hundreds)
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
+# a live record entry's mark of a component deployed by a run without its smoke (--no-smoke), until a run's smoke
+# passes: not verified there (deploy.auto deploys it again and smokes it; a promotion does not count it)
+UNSMOKED = "unsmoked"
 
 
 def record_of(
@@ -607,7 +628,7 @@ class History:
         it is read again and this run's entries are put over the other's, said (``warn``)."""
         live = {component: dict(value) for component, value in before.items()}
         for component, sha in record.components.items():
-            entry = live.get(component, {})
+            entry = was_entry = live.get(component, {})
             if entry.get("sha") != sha:  # "since" stays when the same SHA is redeployed
                 was = entry
                 entry = {"sha": sha, "when": record.when, "record": record.id}
@@ -615,9 +636,15 @@ class History:
                     entry |= {k: v for k, v in was.items() if k not in entry}
             if component in record.left:  # deployed again: what it was left as before no longer holds
                 entry = {k: entry[k] for k in LIVE_KEYS if k in entry} | record.left[component]
+            unsmoked = UNSMOKED in was_entry  # until a smoke passes (below)
+            if component in record.deployed and was_entry.get("sha") != sha:  # another commit: its own run says
+                unsmoked = record.without_smoke and not record.rollback  # (a rollback's went before)
+            entry = {k: v for k, v in entry.items() if k != UNSMOKED} | ({UNSMOKED: "true"} if unsmoked else {})
             live[component] = entry
         for component in record.removed:
             live.pop(component, None)
+        if record.smoked:  # a smoke checks what the environment runs, whatever the run deployed
+            live = {component: {k: v for k, v in entry.items() if k != UNSMOKED} for component, entry in live.items()}
         condition: dict[str, str] = {}
         if isinstance(before, Live):
             condition = {"IfMatch": before.etag} if before.etag else {"IfNoneMatch": "*"}

@@ -4,7 +4,7 @@ does not run."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from deploykit import (
@@ -33,6 +33,7 @@ class Source:
 
     aws: AwsFactory
     live: dict[str, str | None]
+    entries: dict[str, dict[str, str]] = field(default_factory=dict)  # its live record's
 
     @property
     def name(self) -> str:
@@ -49,7 +50,9 @@ def read_source(runtime: Runtime, config: Config, name: str) -> Source:
         with aws_errors(source):
             if source.account:  # another account's credentials would find nothing there: "does not run it", wrongly
                 aws.account()
-            return Source(aws, auto.live_components(aws, config, source, endpoints_if_deployed(aws, source)))
+            entries: dict[str, dict[str, str]] = {}
+            live = auto.live_components(aws, config, source, endpoints_if_deployed(aws, source), entries=entries)
+            return Source(aws, live, entries)
     except DeployKitError as exc:
         exc.message = f"reading {name}, the environment releases are promoted from, failed: {exc.message}"
         raise
@@ -106,6 +109,12 @@ def promotion_of(
     function must also be the bytes it runs or ran (:func:`auto.other_bytes`): the same sources can vendor other
     requirements on another machine."""
     why = auto.unpromoted(config, source.name, source.live, components, revision)
+    why |= {  # what it runs, never smoked there: no proof (an earlier run of the same code that smoked may be)
+        component: f"{source.name} runs it at {source.live.get(component)}, deployed there without its smoke "
+        "(--no-smoke), and no smoke has passed there since"
+        for component in components
+        if component not in why and history.UNSMOKED in source.entries.get(component, {})
+    }
     earlier: dict[str, str] = {}
     if why:
         earlier = _earlier(config, source.aws, why, revision)

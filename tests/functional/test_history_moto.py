@@ -40,6 +40,7 @@ def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
                 StepRecord("deploy-stack", "stack", "done", 4.0, "CarRentalFargateStack: updated in 4.0s"),
             ],
         ),
+        StepRecord("smoke", "checks", "done" if ok else "not run", 0.5, "4 passed" if ok else ""),
     ]
     error = None if ok else StepFailed("the rollout failed", next_step="look")
     return RunReport(Plan("dev", (), "deploy.app"), records, seconds, error)
@@ -79,7 +80,7 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
         ("ana@laptop", True, "aaaaaaaaaaaa"),
     ]
     assert records[1].error == "the rollout failed" and records[1].base == {"app": "aaaaaaaaaaaa"}
-    assert [s["step"] for s in records[0].steps] == ["build", "deploy-stack", "parallel", "deploy-stack"]
+    assert [s["step"] for s in records[0].steps] == ["build", "deploy-stack", "parallel", "deploy-stack", "smoke"]
     assert store.records(limit=1)[0].id == again.id
     live = store.live()
     # a failed deploy never moves the live record; redeploying the same SHA keeps its "since"
@@ -406,6 +407,36 @@ def test_given_the_live_record_read_under_the_lock_the_record_is_written_then_it
         "lambda:login_handler": {"sha": "b" * 12, "when": second.when, "record": second.id},
     }
     assert list(read) == ["app"]
+
+
+def test_a_component_deployed_without_its_smoke_is_marked_in_the_live_record_until_a_smoke_passes(
+    bucket: str, dev_env: EnvConfig
+) -> None:
+    """What a run without its smoke (--no-smoke) deployed was never verified there: its live record entry says so
+    (deploy.auto deploys it again and smokes it; a promotion does not count it), until a run's smoke passes. A run
+    that redeploys the same commit leaves the mark; a rollback (back to what ran before) and a component carried
+    unchanged are not marked."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    rolled = [StepRecord("roll-service", "roll", "done", 1.0)]
+
+    def run(components: dict[str, str], steps: list[StepRecord], command: str = "deploy.app", **more: Any) -> None:
+        done = RunReport(Plan("dev", (), command), steps, 1.0)
+        store.write(history.record_of(done, components=components, base={}, head="h" * 12, **more))
+
+    def marked() -> list[str]:
+        return sorted(c for c, entry in store.live().items() if entry.get("unsmoked") == "true")
+
+    run({"app": "a" * 12, "stack:api": "a" * 12}, rolled, unchanged=["stack:api"])
+    assert marked() == ["app"]  # the stack, carried, was not deployed
+    run({"app": "a" * 12}, rolled)  # the same commit again: still never smoked
+    assert marked() == ["app"]
+    run({"lambda:fn": "b" * 12}, [*rolled, StepRecord("smoke", "checks", "skipped", 0.0)])  # its smoke skipped
+    assert marked() == ["app"]
+    run({"lambda:fn": "c" * 12}, [*rolled, StepRecord("smoke", "checks", "done", 1.0)])
+    assert marked() == []  # a smoke checks everything the environment runs
+    run({"app": "d" * 12}, rolled, command="rollback app → " + "d" * 12)
+    assert marked() == []
 
 
 def test_a_live_record_another_deploy_wrote_meanwhile_keeps_its_entries(bucket: str, dev_env: EnvConfig) -> None:

@@ -17,7 +17,7 @@ from deploykit import commands, history, planner
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.errors import UsageError
-from deploykit.plan import Plan, RunReport
+from deploykit.plan import Plan, RunReport, StepRecord
 from tests.conftest import git
 from tests.functional.conftest import create_service, put_image, synthesized_as
 from tests.functional.test_endpoints import create_stack
@@ -172,7 +172,7 @@ def test_what_dev_ran_in_a_run_that_passed_is_promoted_though_dev_moved_on(
     store = history.History(factory, factory.env, bucket)
 
     def deployed(tag: str, before: str | None) -> None:
-        run = RunReport(Plan("dev", (), "deploy.auto"), [], 3.0)
+        run = RunReport(Plan("dev", (), "deploy.auto"), [StepRecord("smoke", "checks", "done", 1.0)], 3.0)
         store.write(history.record_of(run, components={"app": tag}, base={"app": before}, head=tag, who="ci@dev"))
 
     deployed(promoted, None)
@@ -198,6 +198,44 @@ def test_what_dev_ran_in_a_run_that_passed_is_promoted_though_dev_moved_on(
     git(project, "commit", "-qam", "not deployed anywhere")
     with pytest.raises(UsageError, match=r"(?s)dev does not run this checkout's app \(nor did any of its last 30 runs"):
         dry_run(project, app)
+
+
+@pytest.mark.parametrize("moved_on", [False, True], ids=["runs-it-now", "ran-it-before"])
+def test_what_dev_deployed_without_its_smoke_is_not_promoted_until_a_smoke_passes_there(
+    project: Path, promoted: str, factory: AwsFactory, moved_on: bool
+) -> None:
+    """dev deployed the release with --no-smoke (its run has no smoke): prod took it as proven there, the README
+    promising only what was smoke-tested in dev first. Refused, whether dev runs it still or moved on since; a run
+    whose smoke passed in dev afterwards proves it."""
+    bucket = "dev-artifacts"
+    factory.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    create_stack(factory.client("cloudformation"), "CarRentalRegistryStack", {"ArtifactsBucketName": bucket})
+    store = history.History(factory, factory.env, bucket)
+
+    def deployed(tag: str, before: str | None, steps: list[StepRecord], components: dict[str, str]) -> None:
+        run = RunReport(Plan("dev", (), "deploy.app"), steps, 3.0)
+        store.write(history.record_of(run, components=components, base={"app": before}, head=tag, who="ana@laptop"))
+
+    rolled = [StepRecord("roll-service", "roll", "done", 1.0)]
+    deployed(promoted, None, rolled, {"app": promoted})  # inv deploy.app --no-smoke
+    assert store.live()["app"]["unsmoked"] == "true"
+    release = git(project, "rev-parse", "HEAD").strip()
+    if moved_on:  # dev took the next commit, its smoke passed: what dev ran before was never smoked
+        fleet = project / "backend" / "app" / "fleet.py"
+        fleet.write_text(fleet.read_text() + "\n# the next release\n")
+        git(project, "commit", "-qam", "the next release")
+        following = git(project, "rev-parse", "--short=12", "HEAD").strip()
+        run_there(factory, following)
+        deployed(following, promoted, [*rolled, StepRecord("smoke", "checks", "done", 1.0)], {"app": following})
+        git(project, "checkout", "-q", release)
+    with pytest.raises(UsageError) as refused:
+        dry_run(project, app)
+    said = "" if moved_on else f"dev runs it at {promoted}, deployed there without its smoke (--no-smoke)"
+    assert said in refused.value.message and "dev does not run this checkout's app" in refused.value.message
+    if not moved_on:  # a later run's smoke passed in dev (a deploy.auto of another part): what dev runs is proven
+        deployed(promoted, promoted, [StepRecord("smoke", "checks", "done", 1.0)], {"lambda:x": promoted})
+        assert "unsmoked" not in store.live()["app"]
+        assert "✅ promoted from dev: it runs app as this checkout has" in dry_run(project, app)[1]
 
 
 def test_a_dry_run_of_one_stack_is_refused_as_its_deploy_would_be(project: Path, promoted: str) -> None:

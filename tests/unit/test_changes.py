@@ -1592,17 +1592,28 @@ def test_a_source_commit_this_clone_lacks_says_to_fetch(repo: Path) -> None:
     assert "git fetch --unshallow, or git fetch --deepen=<commits>" in (err.value.next_step or "")
 
 
+SMOKED = [{"step": "roll-service", "status": "done"}, {"step": "smoke", "status": "done"}]
+
+
 def _run(
-    command: str, components: dict[str, str], base: dict[str, str | None] | None = None, ok: bool = True
+    command: str,
+    components: dict[str, str],
+    base: dict[str, str | None] | None = None,
+    ok: bool = True,
+    steps: list[dict[str, Any]] = SMOKED,
 ) -> Record:
-    return Record("id", "dev", "2026-11-29T10:00:00+00:00", "ci", command, "h" * 12, ok, 1.0, components, base or {})
+    return Record(
+        "id", "dev", "2026-11-29T10:00:00+00:00", "ci", command, "h" * 12, ok, 1.0, components, base or {}, steps
+    )
 
 
 def test_what_the_source_verified_is_each_commit_a_run_that_passed_deployed_there() -> None:
-    """Newest first; failed runs, dirty builds and what a later rollback took a component off do not count, unless a
-    run after that rollback deployed it again."""
+    """Newest first; failed runs, runs without their smoke (--no-smoke), dirty builds and what a later rollback took a
+    component off do not count, unless a run after that rollback deployed it again."""
+    in_group = [{"step": "parallel", "status": "done", "children": SMOKED}]
     records = [  # newest first
-        _run("deploy.auto", {"app": "e" * 12}),
+        _run("deploy.lambda login_handler", {"lambda:login_handler": "f" * 12}, steps=SMOKED[:1]),  # --no-smoke
+        _run("deploy.auto", {"app": "e" * 12}, steps=in_group),
         _run("rollback app", {"app": "c" * 12}, {"app": "d" * 12}),  # d was found wanting
         _run("deploy.auto", {"app": "d" * 12, "lambda:login_handler": "d" * 12}),
         _run("deploy.auto", {"app": "x" * 12}, ok=False),

@@ -48,7 +48,8 @@ PLUGIN_API = {
 }
 # the built-in observers ship with deploykit and render a run as it does: they may use these parts of it too
 OBSERVERS_ALSO = {
-    "summary": {"deploykit.git", "deploykit.markdown", "deploykit.plan", "deploykit.smoke"},
+    # deploykit.output: its annotation's control characters escaped as everything deploykit prints
+    "summary": {"deploykit.git", "deploykit.markdown", "deploykit.output", "deploykit.plan", "deploykit.smoke"},
     "notify": set(),
 }
 # deploykit.commands, bottom to top: a module may import those of a lower rank only
