@@ -530,6 +530,20 @@ def live_ahead(root: Path, live: str | None, head: str) -> tuple[str, int] | Non
     return (sha, ahead) if sha and ahead else None
 
 
+def live_elsewhere(root: Path, live: str | None, head: str) -> str | None:
+    """What to say of ``live`` (a live SHA or image tag) that is neither ``head``'s commit nor one of its line of
+    history: a commit this clone does not have, or one on another line (commits ``head`` lacks, another branch's).
+    None when it is on ``head``'s line (before or after it), or names no commit."""
+    found = _LIVE_TAG.match((live or "").strip().lower())
+    if not found:
+        return None
+    sha = git.resolve_commit(root, found["sha"])
+    if sha is None:
+        return f"{found['sha']}, a commit that is not in this clone's history"
+    apart = _apart(root, sha, head)
+    return f"{sha[: git.SHORT_SHA]}, on another line of history ({apart} commit(s) HEAD lacks)" if apart else None
+
+
 def _resolve_live(root: Path, component: str, sha: str, full: str | None) -> str:
     """``full``, the commit live ``sha`` resolved to (None: none): refused when it is not in this clone's history."""
     if full is not None:

@@ -830,11 +830,21 @@ def rolled_back_components(
     return auto.rolled_back(aws, env, config, components, uncommitted=bool(revision.dirty), warn=warn, heads=heads)
 
 
-def refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
-    """UsageError when ``component`` is live at a commit ahead of ``revision``'s (see auto.refuse_taking_back)."""
+def refuse_older(
+    runtime: Runtime, config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision
+) -> None:
+    """UsageError when ``component`` is live at a commit ahead of ``revision``'s (see auto.refuse_taking_back). A
+    live commit this clone does not have (a teammate's release not fetched yet), or one on another line of history
+    (another branch's), is said before the deploy goes on: what it replaces, as deploy.auto's analysis says it."""
     ahead = changes.live_ahead(config.root, live, revision.sha)
     if ahead:
         auto.refuse_taking_back({component: ahead}, revision.sha, env)
+    said = changes.live_elsewhere(config.root, live, revision.sha)
+    if said:
+        runtime.stderr.write(
+            f"⚠️  {component} is live in {env.name} at {said}: deploying HEAD ({revision.short}) replaces what it "
+            "has (git fetch, then inv diff, tells what)\n"
+        )
 
 
 def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple[str, ...]:

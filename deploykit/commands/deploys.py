@@ -196,7 +196,7 @@ def app_chain(
     with aws_errors(environment):
         read = at_once(reads)  # the image the service runs, the history, the repository and its token: one round trip
     if "live" in read:
-        refuse_older(config, environment, "app", read["live"], revision)
+        refuse_older(runtime, config, environment, "app", read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     plan = planner.app_chain_plan(
         config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
@@ -500,7 +500,7 @@ def deploy_lambda(
         # it: a version CloudFormation or a person published names none, and the guard let any commit through
         recorded = ((read.get("record") or {}).get(component) or {}).get("sha")
         read["live"] = (lambda_chain.git_sha_of(serving.get("Description")) or recorded) if serving else None
-        refuse_older(config, environment, component, read["live"], revision)
+        refuse_older(runtime, config, environment, component, read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)

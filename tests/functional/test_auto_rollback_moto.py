@@ -71,6 +71,11 @@ def test_a_release_that_never_gets_healthy_is_rolled_back_on_a_fresh_revision(
     assert "what it wrote: inv logs --env dev --since 15m" in (failed.value.next_step or "")
     printed = err.getvalue()
     assert f"⏪ automatic rollback: app: putting back what this deploy replaced (app (was {C}))" in printed
+    # C, a commit of the fixture's, is in no clone: said before the deploy went on (deploy.auto refuses it)
+    assert (
+        f"⚠️  app is live in dev at {C}, a commit that is not in this clone's history: deploying HEAD ({release}) "
+        "replaces what it has (git fetch, then inv diff, tells what)\n"
+    ) in printed
     # the service is back on C, through a fresh revision (the failed release's + 1), never an old number
     arn, image = service_image(factory)
     assert image == f"{URI}:{C}"

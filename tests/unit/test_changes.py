@@ -1506,6 +1506,21 @@ def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:
     assert changes.live_ahead(repo, old[:12], live) is None  # live is older: going forward
     assert changes.live_ahead(repo, None, old) is None and changes.live_ahead(repo, "latest", old) is None
     assert changes.live_ahead(repo, "0123456789ab", old) is None  # a commit this clone lacks: cannot tell
+    # ... which deploy.app and deploy.lambda say before they go on (deploy.auto refuses it), as a commit on another
+    # line of history; not one of HEAD's line
+    assert (
+        changes.live_elsewhere(repo, "0123456789ab", old)
+        == "0123456789ab, a commit that is not in this clone's history"
+    )
+    assert changes.live_elsewhere(repo, old[:12], live) is None and changes.live_elsewhere(repo, live, old) is None
+    assert changes.live_elsewhere(repo, None, old) is None and changes.live_elsewhere(repo, "latest", old) is None
+    run_git(repo, "checkout", "-q", "-b", "other", old)
+    write(repo, "backend/app/main.py", "app = 'other'\n")
+    other = commit(repo, "another line")
+    run_git(repo, "checkout", "-q", "-")
+    assert changes.live_elsewhere(repo, other[:12], live) == (
+        f"{other[:12]}, on another line of history (1 commit(s) HEAD lacks)"
+    )
     # with --since the user names the base: nothing is counted
     assert detect(config, everything(config, live), head=old, since=live).ahead == {}
     # a head on another branch is not behind, whatever it lacks
