@@ -585,7 +585,10 @@ class Lease:
         wall clock, nor its disagreeing with others', lets the deploy run on once others may take the lock."""
         lost = self.lost
         if lost is None and self.lock.clock.monotonic() - self.written >= self.lock.lease - LEASE_MARGIN:
-            lost = f"the lease of the lock of {self.lock.env!r} ran out: renewing it kept failing"
+            lost = (
+                f"the lease of the lock of {self.lock.env!r} ran out unrenewed (its renewals failed, or none could "
+                "run: this machine asleep, an AWS call stalled)"
+            )
         if lost is not None:
             raise LockLost(
                 f"{lost}: the deploy stops here, another may be running",

@@ -377,8 +377,8 @@ def test_a_deploy_whose_lock_ran_out_stops_before_its_next_step_and_puts_nothing
         commands.run_plan(runtime, config, config.environment("dev"), plan, dry_run=False, as_json=False, rollback=True)
     assert lost.value.exit_code == 1
     assert lost.value.message == (
-        "the lease of the lock of 'dev' ran out: renewing it kept failing: the deploy stops here, another may be "
-        "running"
+        "the lease of the lock of 'dev' ran out unrenewed (its renewals failed, or none could run: this machine "
+        "asleep, an AWS call stalled): the deploy stops here, another may be running"
     )
     assert len(first.seen) == 1 and second.seen == []
     assert "⏹  the lease of the lock" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
@@ -1182,7 +1182,7 @@ def test_a_holder_whose_clock_is_set_back_still_stops_once_its_lease_ran_out_unr
     clock.sleep(597)
     mine.check()  # three seconds left
     clock.sleep(1)  # two: others judge the lease from S3's headers, to the whole second, and may find it out a
-    with pytest.raises(lock.LockLost, match="ran out: renewing it kept failing"):  # second early: it stops
+    with pytest.raises(lock.LockLost, match="ran out unrenewed"):  # second early: it stops
         mine.check()
     assert mine.release() is True
 
