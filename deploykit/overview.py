@@ -299,7 +299,7 @@ def _worked(records: Sequence[Record]) -> str:
 def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
     """Each environment with ``promote_from``, told what its source runs that it does not yet: per component the
     source runs, the paths that changed (by the [changes] rules) from the commit it runs here to the one it runs
-    there; "new" when it never ran here. Compared only when both were read."""
+    there; "new" when it never ran here (:func:`_waiting`). Compared only when both were read."""
     by_name = {v.env: v for v in views}
     out = []
     for v in views:
@@ -313,7 +313,7 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
         for x in there.live:
             if not x.sha or here.get(x.component) == x.sha:
                 continue
-            waiting[x.component] = _waiting(config, x.component, here.get(x.component), x.sha)
+            waiting[x.component] = _waiting(config, x.component, here.get(x.component), x.sha, v.env)
         out.append(replace(v, promoted_from=source, waiting={c: w for c, w in waiting.items() if w}))
     return out
 
@@ -356,16 +356,22 @@ def _source(config: Config, name: str) -> str:
         return ""
 
 
-def _waiting(config: Config, component: str, here: str | None, there: str) -> str:
-    """What the source runs of ``component`` (at ``there``) that this environment (at ``here``) does not: "" when it
-    is the same by its paths, "new" when it never ran here, "?" when a commit is not in this clone or dirty."""
+def _waiting(config: Config, component: str, here: str | None, there: str, env: str) -> str:
+    """What the source runs of ``component`` (at ``there``) that this environment ``env`` (at ``here``) does not: ""
+    when it is the same by its paths (``env``'s settings included), or this environment runs a newer commit of its
+    line (promoting it would take that back); "new" when it never ran here; "?" when the source runs a dirty build
+    (never promoted) or a commit this clone does not have."""
+    commit, dirty, _ = there.partition(git.DIRTY)
+    if dirty:
+        return "?"
     if here is None:
         return "new"
-    commit, dirty, _ = there.partition(git.DIRTY)
-    if dirty or git.resolve_commit(config.root, commit) is None:
+    if git.resolve_commit(config.root, commit) is None:
         return "?"
+    if changes.live_ahead(config.root, here, commit):
+        return ""
     try:
-        found = changes.detect(config, {component: here}, head=commit)
+        found = changes.detect(config, {component: here}, head=commit, env=env)
     except DeployKitError:
         return "?"
     paths = len(found.for_component(component))

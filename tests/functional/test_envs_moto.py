@@ -191,29 +191,38 @@ def test_a_lock_whose_lease_ran_out_by_s3s_clock_is_said_expired_whatever_this_m
 
 def test_an_environment_promoted_from_another_says_what_waits_there_to_be_promoted(world: dict[str, str]) -> None:
     """staging takes its releases from dev (promote_from): dev's app at c3 changed a path of the app since staging's
-    c1, dev's API stack never ran in staging, dev's health_handler (c2) is what staging's (s1) holds by its paths."""
+    c1, dev's API stack (a dirty build, never promoted) cannot be told, dev's health_handler (c2) is what staging's
+    (s1) holds by its paths. Once staging runs a newer app than dev, nothing of it waits (it would go back)."""
     root = Path(world["root"])
     toml = root / "deploy.toml"
     toml.write_text(
         toml.read_text().replace("[environments.staging]\n", '[environments.staging]\npromote_from = "dev"\n')
     )
     config = load_config(toml)
-    for name, sha in (("dev", world["c3"]), ("staging", world["c1"])):
-        env = config.environment(name)
-        store = history.History.of(AwsFactory(env), env)
-        assert store is not None
-        run = RunReport(Plan(name, (), "deploy.app"), [], 3.0)
-        store.write(history.record_of(run, components={"app": sha}, base={}, head=sha, who=f"ci@{name}"))
+
+    def apps(**at: str) -> None:  # environment → the commit its app is deployed at
+        for name, sha in at.items():
+            env = config.environment(name)
+            store = history.History.of(AwsFactory(env), env)
+            assert store is not None
+            run = RunReport(Plan(name, (), "deploy.app"), [], 3.0)
+            store.write(history.record_of(run, components={"app": sha}, base={}, head=sha, who=f"ci@{name}"))
+
+    apps(dev=world["c3"], staging=world["c1"])
     out = io.StringIO()
     runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=FakeClock())
     dev, staging, prod = commands.envs(as_json=True, runtime=runtime)
     assert dev.waiting is None and prod.waiting is None and prod.promoted_from == ""
     assert staging.promoted_from == "dev"
-    assert staging.waiting == {"app": "1 changed path(s)", "stack:api": "new"}
+    assert staging.waiting == {"app": "1 changed path(s)", "stack:api": "?"}
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
-    assert "  🚦 waiting in dev to be promoted here: app (1 changed path(s)), stack:api (new)" in said
+    assert "  🚦 waiting in dev to be promoted here: app (1 changed path(s)), stack:api (?)" in said
     promotion = json.loads(out.getvalue())["environments"][1]["promotion"]
-    assert promotion == {"from": "dev", "waiting": {"app": "1 changed path(s)", "stack:api": "new"}}
+    assert promotion == {"from": "dev", "waiting": {"app": "1 changed path(s)", "stack:api": "?"}}
+    # staging ahead of dev (dev rolled back, a fix sent to staging --unpromoted): nothing of the app waits in dev
+    apps(dev=world["c1"], staging=world["c3"])
+    _, staging, _ = commands.envs(runtime=runtime)
+    assert staging.waiting == {"stack:api": "?"}
 
 
 def test_an_environment_with_no_registry_stack_has_nothing_deployed(tmp_path: Path) -> None:
@@ -312,7 +321,11 @@ def test_the_environments_a_pattern_made_are_found_by_their_stacks(world: dict[s
     assert [v.stacks_left for v in views[3:]] == [(), (), ("CarRental-dev-eve-Fargate",)]
     alice_view = views[3]
     assert alice_view.last_run is not None and alice_view.last_run.who == "alice"
-    assert alice_view.promoted_from == "dev" and alice_view.waiting and alice_view.waiting["stack:api"] == "new"
+    assert (
+        alice_view.promoted_from == "dev"
+        and alice_view.waiting
+        and alice_view.waiting["lambda:health_handler"] == "new"
+    )
     assert views[4].last_run is None  # made, nothing recorded yet
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "▸ dev-alice (eu-west-1, from 'dev-*'): last run ✅ deploy.full by alice" in said
