@@ -1874,6 +1874,8 @@ def test_a_canary_failing_mid_bake_in_deploy_auto_takes_back_the_one_baking_besi
     if refused:
         assert "❌ could not take the canary of health_handler back" in said(runtime)
         assert "putting back what this deploy replaced (lambda:health_handler (was version 2))" in said(runtime)
+        # the version before the split is carried for the rollback: not guessed as one no deploy verified
+        assert "which no deploy verified" not in said(runtime), said(runtime)
     lam = factory.client("lambda")
     for fn in FUNCTIONS:
         alias = lam.get_alias(FunctionName=FUNCTIONS[fn], Name="live")

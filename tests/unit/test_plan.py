@@ -636,6 +636,20 @@ def test_a_failure_beside_a_sequence_holds_back_its_next_steps_and_the_next_run_
     assert again.ok and ran == ["promote"]
 
 
+def test_a_group_whose_only_stop_is_a_step_held_back_is_held_back_too() -> None:
+    """The held-back sequence inside a group of its own, beside the failing canary: that group stopped with it (held
+    back, once said), not "done" while its step says held back."""
+    started, ended, ran, out = threading.Event(), threading.Event(), [], io.StringIO()
+    fails = StepFailed("the canary of login_handler failed")
+    inner = Parallel((Sequence("lambda health_handler", (Baking(started, ended), Promote(ran))),))
+    ctx = make_ctx(FakeClock(), out)
+    report = Executor(ctx).execute(Plan("dev", (Parallel((inner, EndsBeside(fails, started, ended))),), "demo"))
+    assert report.error is fails and ran == []
+    [group] = report.records[0].children[:1]
+    assert (group.step, group.status, group.held_back) == ("parallel", "failed", True)
+    assert out.getvalue().count("⏹  lambda health_handler: promote not started") == 1
+
+
 def test_a_rollbacks_failure_holds_back_nothing_beside_it() -> None:
     """A whole run's rollback puts the app and its functions back side by side: one function's move refused held
     the app's roll-service back, and no automatic rollback follows a rollback; the app stayed on the release being
