@@ -318,9 +318,11 @@ def repository_tags(aws: AwsFactory) -> list[str]:
 def _missing_image(env: EnvConfig, wanted: str, tags: Sequence[str]) -> UsageError:
     listed = ", ".join(tags[:SHOWN]) + (f" and {len(tags) - SHOWN} more" if len(tags) > SHOWN else "")
     return UsageError(
-        f"image {env.repository}:{wanted} is no longer in the registry of {env.name!r}, nothing was changed; "
-        f"it holds: {listed or 'no tagged image'}",
-        next_step=f"roll back to one of those: inv rollback --env {env.name} --to <sha>",
+        f"image {env.repository}:{wanted} is not in the registry of {env.name!r} (never pushed there, or deleted by "
+        f"inv images.cleanup), nothing was changed; it holds: {listed or 'no tagged image'}",
+        next_step=f"roll back to one of those: inv rollback --env {env.name} --to <sha>; or deploy that commit: git "
+        f"checkout <sha> && inv deploy.app --env {env.name} (promoted from another environment, it copies that "
+        "one's image)",
     )
 
 

@@ -385,7 +385,7 @@ def test_the_image_inv_rollback_goes_back_to_stays_however_many_other_deploys_ca
 ) -> None:
     """The app's deploy before the live one is what ``inv rollback`` (no --to) goes back to, read from the newest 100
     records. 30 Lambda deploys since pushed it out of the newest 30 records the cleanup read: its image was deleted,
-    and the rollback then refused with 'image ... is no longer in the registry'. It stays, and says why; an older
+    and the rollback then refused with 'image ... is not in the registry'. It stays, and says why; an older
     image of the app no rollback goes back to (12, live before the first deploy) still goes. With 101 since, the
     rollback reads the app's own records further back than the newest 100, and so does the cleanup."""
     dev = load_config(world.config).environment("dev")

@@ -476,7 +476,7 @@ def test_an_image_no_longer_in_the_registry_is_refused_and_nothing_changes(
 ) -> None:
     factory.client("ecr").batch_delete_image(repositoryName="car-rental-backend", imageIds=[{"imageTag": B}])
     before = revision_count(factory)
-    with pytest.raises(UsageError, match=f"car-rental-backend:{B} is no longer in the registry") as err:
+    with pytest.raises(UsageError, match=f"car-rental-backend:{B} is not in the registry") as err:
         commands.rollback(env="dev", runtime=runtime(project, factory))
     assert err.value.exit_code == 2
     assert C in err.value.message and A in err.value.message

@@ -486,7 +486,8 @@ def test_a_deploy_that_ran_between_the_reads_and_the_lock_makes_deploy_auto_star
         def meanwhile(params: dict[str, Any], **_: Any) -> None:
             if str(params.get("Key", "")).startswith("deploykit/lock/") and not raced:
                 raced.append("deploy.lambda")  # the other deploy, start to end, with credentials of its own
-                other = commands.deploy_lambda("health_handler", smoke=False, runtime=quiet_runtime(project))
+                # with its smoke: one without would leave the function unverified, for deploy.auto to deploy again
+                other = commands.deploy_lambda("health_handler", runtime=quiet_runtime(project))
                 assert other is not None and other.ok
 
         aws.client("s3").meta.events.register("before-parameter-build.s3.PutObject", meanwhile)

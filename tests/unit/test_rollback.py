@@ -190,11 +190,11 @@ def test_app_with_to_resolves_a_tag_in_the_repository(env: EnvConfig, patched: N
 
 def test_app_image_no_longer_in_the_registry_is_refused_naming_those_there(env: EnvConfig, patched: None) -> None:
     aws = fake_aws(env, live_tag=C, tags=[C, B], records=[record(C, n=2), record(A, n=1)])
-    with pytest.raises(UsageError, match=f"image car-rental-backend:{A} is no longer in the registry") as err:
+    with pytest.raises(UsageError, match=f"image car-rental-backend:{A} is not in the registry") as err:
         rb.resolve_app(aws, env, None)
     assert err.value.exit_code == 2
     assert f"it holds: {C}, {B}" in err.value.message  # newest first
-    with pytest.raises(UsageError, match="is no longer in the registry"):
+    with pytest.raises(UsageError, match="is not in the registry"):
         rb.resolve_app(aws, env, "ddddddd")
 
 
