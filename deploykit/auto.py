@@ -464,16 +464,24 @@ def _did_not_change(record: Record, stack: str) -> bool:
 
 
 def unpromoted(
-    config: Config, source: str, source_live: Mapping[str, str | None], components: Collection[str], revision: Revision
+    config: Config,
+    source: str,
+    source_live: Mapping[str, str | None],
+    components: Collection[str],
+    revision: Revision,
+    target: str | None = None,
 ) -> dict[str, str]:
     """component → why the environment ``source`` (``promote_from``) does not run it as ``revision`` has it, for
     those of ``components`` it does not: never deployed there, a build with uncommitted changes there, or paths of
     the component changed between the commit it runs there and ``revision`` (its uncommitted changes included). The
     same rules as deploy.auto's: a component is what its paths hold, so a commit that changed only docs since, or
-    another component, is still what the source runs."""
+    another component, is still what the source runs. The app, when the source runs it so but its settings for
+    ``target`` alone changed since (its own ``base_image``), is not either: ``target`` would take the source's image,
+    built without them, and count it changed at every deploy after."""
     wanted = {component: source_live.get(component) for component in sorted(components)}
     try:
         found = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty), env=source)
+        own = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty), env=target) if target else None
     except UsageError as exc:  # what the source runs is in no commit of this clone
         raise UsageError(
             f"cannot tell whether {source} runs what this checkout would deploy: {exc.message}",
@@ -490,6 +498,15 @@ def unpromoted(
             paths = list(dict.fromkeys(c.path or c.old_path or "" for c in found.for_component(component)))
             more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
             why[component] = f"{source} runs it at {base[:SHORT_SHA]}; changed since: {', '.join(paths[:3])}{more}"
+    # the app's image is built once, in the source (a stack is made for each environment; a function's zip is
+    # compared byte for byte, other_bytes)
+    for component in sorted(({"app"} & own.components() if own else set()) - found.components()):
+        settings = ", ".join(dict.fromkeys(c.path or c.note for c in own.for_component(component)))  # type: ignore[union-attr]
+        why[component] = (
+            f"{target}'s own settings of it changed since the commit {source} runs it at ({settings}): {target} takes "
+            f"{source}'s build, made without them; give {source} the same settings, or build it for {target} "
+            "(--unpromoted)"
+        )
     return why
 
 

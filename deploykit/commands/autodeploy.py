@@ -670,7 +670,7 @@ def diff(
     earlier: dict[str, str] = {}  # component → the commit the promote_from environment verified it at, before
     if a.source is not None and a.found.components():
         source = a.source.name
-        held, earlier = promotion_of(a.config, a.source, a.found.components(), a.revision)
+        held, earlier = promotion_of(a.config, a.source, a.found.components(), a.revision, a.env.name)
         lines += [
             f"🚦 {component}: not promoted, {held[component]}"
             if component in held

@@ -101,14 +101,14 @@ VERIFIED_RUNS = image_cleanup.HISTORY_RECORDS
 
 
 def promotion_of(
-    config: Config, source: Source, components: Collection[str], revision: git.Revision
+    config: Config, source: Source, components: Collection[str], revision: git.Revision, target: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(component → why ``source`` never ran it as ``revision`` has it, component → the commit it ran it so at
     before, when it runs something else now). What it runs settles most; only for the rest are its newest
     :data:`VERIFIED_RUNS` runs read (with its credentials), each a deploy that passed its smoke there. A Lambda
     function must also be the bytes it runs or ran (:func:`auto.other_bytes`): the same sources can vendor other
     requirements on another machine."""
-    why = auto.unpromoted(config, source.name, source.live, components, revision)
+    why = auto.unpromoted(config, source.name, source.live, components, revision, target)
     why |= {  # what it runs, never smoked there: no proof (an earlier run of the same code that smoked may be)
         component: f"{source.name} runs it at {source.live.get(component)}, deployed there without its smoke "
         "(--no-smoke), and no smoke has passed there since"
@@ -167,7 +167,7 @@ def require_promoted(
         return Promotion()
     found = source_read if source_read is not None else read_source(runtime, config, source)
     live = found.live
-    why, earlier = promotion_of(config, found, components, revision)
+    why, earlier = promotion_of(config, found, components, revision, environment.name)
     image = None
     tag = earlier.get("app") or live.get("app")
     if "app" in components and "app" not in why and tag:

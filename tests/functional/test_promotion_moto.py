@@ -301,3 +301,20 @@ def test_a_fargate_stack_given_an_image_dev_never_ran_is_refused(
         "neither runs nor ran the image eeeeeee55555; nothing was changed"
     )
     commands.deploy_stack("ProdFargateStack", env="prod", image_tag=promoted, dry_run=True, runtime=runtime)
+
+
+def test_prods_own_settings_of_the_app_are_not_promoted_from_dev(project: Path, promoted: str) -> None:
+    """prod gets a base image of its own: prod's deploy copied dev's image (dev's base), and the app then counted as
+    changed in prod at every deploy.auto, deployed again each time. Refused, saying why; --unpromoted builds it."""
+    toml, header = project / "deploy.toml", '[environments.prod]\npromote_from = "dev"\n'
+    hardened = 'base_image = "registry.example.com/hardened/python:3.11-slim"\n'
+    toml.write_text(toml.read_text().replace(header, header + hardened))
+    git(project, "commit", "-qam", "prod: its own hardened base image")
+    with pytest.raises(UsageError) as refused:
+        dry_run(project, app)
+    assert (
+        "app: prod's own settings of it changed since the commit dev runs it at (deploy.toml): prod takes dev's "
+        "build, made without them"
+    ) in refused.value.message, refused.value.message
+    plan, _ = dry_run(project, app, unpromoted=True)
+    assert "promote-image" not in [step["step"] for step in plan["steps"]]
