@@ -48,7 +48,8 @@ def plugins_checks(
     for name, register in each_plugin(plugins, "deploykit_register_checks", env=env):
         try:
             found = register()
-        except Exception as exc:  # a plugin's error, whatever it is: its checks did not run, said as a failed row
+        except (Exception, SystemExit) as exc:  # a plugin's error, whatever it is (sys.exit too): its checks did not
+            # run, said as a failed row
             failed[name] = f"deploykit_register_checks raised {type(exc).__name__}: {exc}"
             continue
         given = _checks_in(found)

@@ -166,25 +166,31 @@ def test_what_a_plugin_prints_stays_off_json_and_what_it_changes_off_the_others(
 class Unregistering:
     """A team's check plugin whose registration fails (a token it reads is not set in this CI job)."""
 
+    def __init__(self, raised: BaseException) -> None:
+        self.raised = raised
+
     @hookimpl
     def deploykit_register_checks(self) -> list[Check]:
-        raise RuntimeError("TEAM_TOKEN is not set")
+        raise self.raised
 
 
+@pytest.mark.parametrize(
+    "raised", [RuntimeError("TEAM_TOKEN is not set"), SystemExit("TEAM_TOKEN is not set")], ids=["raise", "exit"]
+)
 def test_a_deploy_whose_plugin_has_no_checks_there_is_refused_before_it_rolls_out(
-    project: Path, factory: AwsFactory, deployed: history.History, release: str
+    project: Path, factory: AwsFactory, deployed: history.History, release: str, raised: BaseException
 ) -> None:
     """A plugin that failed to load, or to register its checks, made every deploy roll out, fail its smoke on the
     plugin's row, roll back, and fail that smoke too ("dev may run neither version"): refused before the first step
-    now, as the checks' other refusals are, exit 2, nothing changed."""
-    rt = with_plugins(project, factory, ("team_checks", Unregistering()))
+    now, as the checks' other refusals are, exit 2, nothing changed. One that calls sys.exit() escaped raw."""
+    rt = with_plugins(project, factory, ("team_checks", Unregistering(raised)))
     records = len(deployed.records(20))
     with pytest.raises(UsageError) as refused:
         commands.app_chain((*STAGES, "smoke"), env="dev", runtime=rt)
     assert refused.value.exit_code == 2
     assert refused.value.message.startswith(
         "the checks of 1 plugin(s) are not there: plugin 'team_checks' failed: deploykit_register_checks raised "
-        "RuntimeError: TEAM_TOKEN is not set: the smoke at the end of this run would fail on them"
+        f"{type(raised).__name__}: TEAM_TOKEN is not set: the smoke at the end of this run would fail on them"
     ), refused.value.message
     assert "DEPLOYKIT_BLOCK_PLUGINS=team_checks" in (refused.value.next_step or "")
     assert service_image(factory)[1] == f"{URI}:{C}"
