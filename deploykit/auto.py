@@ -27,7 +27,7 @@ from deploykit.config import SIZE_KEYS, Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision, commits_ahead, is_shallow
-from deploykit.history import UNSMOKED, History, LiveRecordUnreadable, Record, step_name, when_utc
+from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.release import PENDING_TAG, SKIP_ENV
@@ -188,13 +188,6 @@ def live_components(
         names = env.stacks.roles()
         roles = {names[c.partition(":")[2]]: c for c in components if c.startswith("stack:")}
         unverified |= _stacks_changed_outside(aws, {roles[s]: s for s in stacks if s in roles}, kept)
-        for component in components:  # deployed by a run without its smoke, none passed since: never verified
-            entry = kept.get(component, {})
-            if UNSMOKED in entry and live.get(component) and component not in unverified:
-                unverified[component] = (
-                    f"{component} was deployed at {entry.get('sha')} without its smoke (--no-smoke), and no smoke "
-                    f"has passed in {env.name} since" + AGAIN
-                )
     return live
 
 

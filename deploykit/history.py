@@ -638,7 +638,8 @@ class History:
                 entry = {k: entry[k] for k in LIVE_KEYS if k in entry} | record.left[component]
             unsmoked = UNSMOKED in was_entry  # until a smoke passes (below)
             if component in record.deployed and was_entry.get("sha") != sha:  # another commit: its own run says
-                unsmoked = record.without_smoke and not record.rollback  # (a rollback's went before)
+                # (a rollback's went before); a smoke skipped is no smoke passed: only one that passed clears it
+                unsmoked = (unsmoked or record.without_smoke) and not record.rollback
             entry = {k: v for k, v in entry.items() if k != UNSMOKED} | ({UNSMOKED: "true"} if unsmoked else {})
             live[component] = entry
         for component in record.removed:

@@ -412,10 +412,9 @@ def test_given_the_live_record_read_under_the_lock_the_record_is_written_then_it
 def test_a_component_deployed_without_its_smoke_is_marked_in_the_live_record_until_a_smoke_passes(
     bucket: str, dev_env: EnvConfig
 ) -> None:
-    """What a run without its smoke (--no-smoke) deployed was never verified there: its live record entry says so
-    (deploy.auto deploys it again and smokes it; a promotion does not count it), until a run's smoke passes. A run
-    that redeploys the same commit leaves the mark; a rollback (back to what ran before) and a component carried
-    unchanged are not marked."""
+    """What a run without its smoke (--no-smoke) deployed was never verified there: its live record entry says so (a
+    promotion does not count it) until a run's smoke passes; one whose smoke was skipped leaves it, whatever commit it
+    names. A rollback (back to what ran before) and a component carried unchanged are not marked."""
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None
     rolled = [StepRecord("roll-service", "roll", "done", 1.0)]
@@ -431,7 +430,11 @@ def test_a_component_deployed_without_its_smoke_is_marked_in_the_live_record_unt
     assert marked() == ["app"]  # the stack, carried, was not deployed
     run({"app": "a" * 12}, rolled)  # the same commit again: still never smoked
     assert marked() == ["app"]
-    run({"lambda:fn": "b" * 12}, [*rolled, StepRecord("smoke", "checks", "skipped", 0.0)])  # its smoke skipped
+    skipped = [*rolled, StepRecord("smoke", "checks", "skipped", 0.0)]  # everything found in place
+    run({"app": "a" * 12}, skipped)
+    run({"app": "e" * 12}, skipped)  # a later commit of the same code: what serves was still never smoked
+    assert marked() == ["app"]
+    run({"lambda:fn": "b" * 12}, skipped)  # its smoke skipped
     assert marked() == ["app"]
     run({"lambda:fn": "c" * 12}, [*rolled, StepRecord("smoke", "checks", "done", 1.0)])
     assert marked() == []  # a smoke checks everything the environment runs

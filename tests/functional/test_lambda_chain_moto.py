@@ -2286,7 +2286,7 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
 
 
 def test_a_promoted_function_must_be_the_bytes_its_source_runs(
-    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """prod (promote_from = "dev", here on dev's own resources) takes lambda:health_handler when dev runs it as this
     checkout has it, and only as the very zip dev runs: a version of dev said to be this commit but holding other
@@ -2297,7 +2297,9 @@ def test_a_promoted_function_must_be_the_bytes_its_source_runs(
     toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
     git(with_lambdas, "commit", "-qam", "prod, promoted from dev")
     head = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
-    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    # deployed to dev with its smoke (one without proves nothing to prod), its checks passing here
+    monkeypatch.setattr(Smoke, "run", lambda _self, _ctx: Outcome.done("ok"))
+    commands.deploy_lambda("health_handler", env="dev", runtime=runtime(with_lambdas, factory))
     run = runtime(with_lambdas, factory)
     commands.deploy_lambda("health_handler", env="prod", dry_run=True, runtime=run)
     assert "✅ promoted from dev: it runs lambda:health_handler as this checkout has" in run.stderr.getvalue()  # type: ignore[attr-defined]

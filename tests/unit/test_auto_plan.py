@@ -688,15 +688,6 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
         "app": f"{env.service} runs aaaaaaaaaaaa, not ffffffffffff (what the last successful deploy left and smoked): "
         "deployed again, as this checkout has it"
     }
-    # deployed by a run without its smoke (--no-smoke), none passed since: deployed again (and smoked)
-    live_record["app"] = {"sha": "aaaaaaaaaaaa", "unsmoked": "true"}
-    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
-    unverified = {}
-    assert auto.live_components(aws, config, env, endpoints, unverified)["app"] == "aaaaaaaaaaaa"
-    assert unverified == {
-        "app": "app was deployed at aaaaaaaaaaaa without its smoke (--no-smoke), and no smoke has passed in sandbox "
-        "since: deployed again, as this checkout has it"
-    }
     # a rollout still in progress: the image of the deployment that completed last is what is live
     del live_record["app"]
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
