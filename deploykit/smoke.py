@@ -88,12 +88,11 @@ def _checks_in(found: object) -> list[Check] | str:
     return f"deploykit_register_checks returned {wrong[0]}, not a Check" if wrong else list(found)
 
 
-def plugin_failed_results(plugins: Plugins, failed: dict[str, str] | None = None) -> list[CheckResult]:
-    """One failed row per plugin that failed to load, or whose deploykit_register_checks failed (``failed``): its
-    checks did not run."""
+def plugin_failed_results(gone: Mapping[str, str]) -> list[CheckResult]:
+    """One failed row per plugin of ``gone`` (:meth:`Chosen.gone`): its checks did not run."""
     return [
         CheckResult.failed(f"plugin:{name}", f"{said}; fix it, or block it: {BLOCK_ENV}={name}")
-        for name, said in _gone(plugins, failed).items()
+        for name, said in gone.items()
     ]
 
 
@@ -111,6 +110,11 @@ class Chosen:
     checks: list[Check]
     failed: dict[str, str]
     needs_gone: bool = False  # a check chosen needs one that is not there (a plugin's that failed, or is blocked)
+
+    def gone(self, plugins: Plugins, only: Sequence[str] | None) -> dict[str, str]:
+        """Each plugin whose checks are not there (it failed to load, or to register them: what went wrong), whose
+        failed row fails the smoke: every one; with ``only``, when a check chosen needs one that is not there."""
+        return _gone(plugins, self.failed) if only is None or self.needs_gone else {}
 
 
 def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) -> Chosen:
@@ -154,8 +158,7 @@ def run_smoke(
     picked = chosen or choose(plugins, env, only)
     endpoints = resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
     context = CheckContext(env, endpoints, aws, http or Http())
-    gone = only is None or picked.needs_gone
-    return run_checks(picked.checks, context) + (plugin_failed_results(plugins, picked.failed) if gone else [])
+    return run_checks(picked.checks, context) + plugin_failed_results(picked.gone(plugins, only))
 
 
 def summary(results: Sequence[CheckResult]) -> str:
@@ -204,8 +207,7 @@ class Smoke(Step):
         if not self.refuses_first:
             return
         plugins = ctx.plugins if ctx.plugins is not None else get_plugin_manager()
-        chosen = choose(plugins, ctx.env, self.only)
-        gone = _gone(plugins, chosen.failed) if self.only is None or chosen.needs_gone else {}
+        gone = choose(plugins, ctx.env, self.only).gone(plugins, self.only)
         if gone:
             raise UsageError(
                 f"the checks of {len(gone)} plugin(s) are not there: "
