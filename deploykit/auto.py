@@ -474,7 +474,10 @@ def unpromoted(
     wanted = {component: source_live.get(component) for component in sorted(components)}
     try:
         found = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty), env=source)
-        own = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty), env=target) if target else None
+        # the app by the target's settings, when the source's find it the same: one diff more, only then
+        same_app = target and "app" in wanted and "app" not in found.components()
+        app = {"app": wanted.get("app")}
+        own = changes.detect(config, app, include_uncommitted=bool(revision.dirty), env=target) if same_app else None
     except UsageError as exc:  # what the source runs is in no commit of this clone
         raise UsageError(
             f"cannot tell whether {source} runs what this checkout would deploy: {exc.message}",
@@ -493,9 +496,9 @@ def unpromoted(
             why[component] = f"{source} runs it at {base[:SHORT_SHA]}; changed since: {', '.join(paths[:3])}{more}"
     # the app's image is built once, in the source (a stack is made for each environment; a function's zip is
     # compared byte for byte, other_bytes)
-    for component in sorted(({"app"} & own.components() if own else set()) - found.components()):
-        settings = ", ".join(dict.fromkeys(c.path or c.note for c in own.for_component(component)))  # type: ignore[union-attr]
-        why[component] = (
+    if own is not None and "app" in own.components():
+        settings = ", ".join(dict.fromkeys(c.path or c.reason for c in own.for_component("app")))
+        why["app"] = (
             f"{target}'s own settings of it changed since the commit {source} runs it at ({settings}): {target} takes "
             f"{source}'s build, made without them; give {source} the same settings, or build it for {target} "
             "(--unpromoted)"

@@ -276,7 +276,7 @@ _RECORD_KEY = re.compile(r"[0-9]{8}T[0-9]{6}[^/]*\.json")  # a record's key afte
 RECORDED_COMMITS = 50  # the commits a record names at most (a first deploy after months brings hundreds)
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
 # a live record entry's mark of a component deployed by a run without its smoke (--no-smoke), until a run's smoke
-# passes: not verified there (deploy.auto deploys it again and smokes it; a promotion does not count it)
+# passes: not verified there (a promotion does not count it)
 UNSMOKED = "unsmoked"
 
 
