@@ -393,3 +393,27 @@ def test_an_environment_whose_alarms_are_in_alarm_says_so(world: dict[str, str])
     assert said.count("🔔") == 1
     environments = json.loads(out.getvalue())["environments"]
     assert list(environments[0]["in_alarm"]) == ["car-rental-5xx"] and environments[1]["in_alarm"] == {}
+
+
+def test_what_changed_is_counted_with_each_environments_own_settings(world: dict[str, str]) -> None:
+    """deploy.toml's base_image of one environment changes its app alone: staging's counts nothing in dev, dev's own
+    does (the rules run with each environment's settings, as deploy.auto's there)."""
+    root = Path(world["root"])
+    toml = root / "deploy.toml"
+
+    def dev_app() -> str:
+        runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO(), clock=FakeClock())
+        dev = commands.envs(as_json=True, runtime=runtime)[0]
+        return next(x.to_deploy for x in dev.live if x.component == "app")
+
+    assert dev_app() == "1 changed path(s)"  # c3's backend file
+    text = toml.read_text()
+    staging_table = '[environments.staging]\nregion = "eu-west-1"\n'
+    assert staging_table in text
+    toml.write_text(text.replace(staging_table, staging_table + 'base_image = "python:3.12-slim"\n'))
+    git(root, "commit", "-qam", "staging builds on 3.12")
+    assert dev_app() == "1 changed path(s)"  # another environment's base: not dev's app
+    dev_table = '[environments.dev]\nregion = "eu-west-1"\n'
+    toml.write_text(toml.read_text().replace(dev_table, dev_table + 'base_image = "python:3.12-slim"\n'))
+    git(root, "commit", "-qam", "dev builds on 3.12")
+    assert dev_app() == "2 changed path(s)"  # its own: the backend file and deploy.toml
