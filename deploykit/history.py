@@ -70,6 +70,11 @@ class Live(dict[str, dict[str, str]]):
         self.etag = etag
 
 
+def _smoked(live: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """The live record ``live`` with no entry marked :data:`UNSMOKED` (a smoke of what the environment runs passed)."""
+    return {component: {k: v for k, v in entry.items() if k != UNSMOKED} for component, entry in live.items()}
+
+
 # S3's answers to a conditional write whose condition another write broke: it changed the object since (412), or
 # is changing it as this one is made (409)
 WRITTEN_MEANWHILE = ("PreconditionFailed", "ConditionalRequestConflict")
@@ -276,7 +281,7 @@ _RECORD_KEY = re.compile(r"[0-9]{8}T[0-9]{6}[^/]*\.json")  # a record's key afte
 RECORDED_COMMITS = 50  # the commits a record names at most (a first deploy after months brings hundreds)
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
 # a live record entry's mark of a component deployed by a run without its smoke (--no-smoke), until a run's smoke
-# passes: not verified there (a promotion does not count it)
+# passes, or an inv smoke of every check: not verified there (a promotion does not count it)
 UNSMOKED = "unsmoked"
 
 
@@ -645,20 +650,11 @@ class History:
         for component in record.removed:
             live.pop(component, None)
         if record.smoked:  # a smoke checks what the environment runs, whatever the run deployed
-            live = {component: {k: v for k, v in entry.items() if k != UNSMOKED} for component, entry in live.items()}
-        condition: dict[str, str] = {}
-        if isinstance(before, Live):
-            condition = {"IfMatch": before.etag} if before.etag else {"IfNoneMatch": "*"}
+            live = _smoked(live)
         try:
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=self.live_key,
-                Body=json.dumps(live, indent=2, sort_keys=True).encode(),
-                ContentType="application/json",
-                **condition,
-            )
+            self._write_live(live, before)
         except ClientError as exc:
-            if not condition or tries <= 1 or error_code(exc) not in WRITTEN_MEANWHILE:
+            if not isinstance(before, Live) or tries <= 1 or error_code(exc) not in WRITTEN_MEANWHILE:
                 raise
             if self._warn is not None:
                 self._warn(
@@ -667,6 +663,32 @@ class History:
                     "kept, this run's put over them"
                 )
             self._put_live(record, self.live(), tries - 1)
+
+    def clear_unsmoked(self, before: Live) -> bool:
+        """The live record as ``before`` was read, every entry's unsmoked mark taken off (a smoke of everything the
+        environment runs passed since: ``inv smoke``), on condition that it is still so; False, nothing written, when
+        it was written since (a deploy: what the smoke checked may not be what it names now)."""
+        try:
+            self._write_live(_smoked(before), before)
+        except ClientError as exc:
+            if error_code(exc) in WRITTEN_MEANWHILE:
+                return False
+            raise
+        return True
+
+    def _write_live(self, live: Mapping[str, Mapping[str, str]], before: Mapping[str, Mapping[str, str]]) -> None:
+        """Put the live record ``live``; on condition that it is still as ``before`` was read when that is a
+        :class:`Live` (its ETag; none: that there is none)."""
+        condition: dict[str, str] = {}
+        if isinstance(before, Live):
+            condition = {"IfMatch": before.etag} if before.etag else {"IfNoneMatch": "*"}
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.live_key,
+            Body=json.dumps(live, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+            **condition,
+        )
 
     def live(self) -> Live:
         """component → {sha, when, record, ...}: what the last successful deploys left (with what the run that

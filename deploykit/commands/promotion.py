@@ -111,7 +111,8 @@ def promotion_of(
     why = auto.unpromoted(config, source.name, source.live, components, revision, target)
     why |= {  # what it runs, never smoked there: no proof (an earlier run of the same code that smoked may be)
         component: f"{source.name} runs it at {source.live.get(component)}, deployed there without its smoke "
-        "(--no-smoke), and no smoke has passed there since (any deploy there whose smoke passes proves it)"
+        "(--no-smoke), and no smoke has passed there since (inv smoke --env "
+        f"{source.name} proves it, as does any deploy there whose smoke passes)"
         for component in components
         if component not in why and history.UNSMOKED in source.entries.get(component, {})
     }

@@ -52,6 +52,7 @@ from deploykit.commands.core import (
     load_env,
     load_plugins,
     read_history,
+    say_warning,
 )
 from deploykit.config import MAX_ALARM_WATCH, Config, EnvConfig
 from deploykit.endpoints import Endpoints, resolve_endpoints
@@ -216,6 +217,7 @@ def smoke(
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         check_account(aws, environment)  # the checks make throwaway users and cases: not in another account
+        marked = None if only else _marked(aws, environment)  # read before the checks: what they check
         results = smoke_checks.run_smoke(plugins, environment, aws, only=only, chosen=chosen)
     runtime.stderr.write(table(results) + "\n")
     if junit is not None:
@@ -250,7 +252,49 @@ def smoke(
             )
         raise error
     runtime.stderr.write(f"✅ smoke passed on {environment.name}: {smoke_checks.summary(results)}\n")
+    if marked is not None:
+        _clear_marks(runtime, aws, environment, *marked)
     return results
+
+
+def _marked(aws: AwsFactory, environment: EnvConfig) -> tuple[history.History, history.Live] | None:
+    """The environment's history and live record when an entry of it is marked unsmoked (a run without its smoke
+    deployed it); None when none is, or it cannot be read (the smoke is what was asked: it goes on)."""
+    try:
+        store = history.History.of(aws, environment)
+        live = store.live() if store is not None else None
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
+        return None
+    if store is None or live is None or not any(history.UNSMOKED in entry for entry in live.values()):
+        return None
+    return store, live
+
+
+def _clear_marks(
+    runtime: Runtime, aws: AwsFactory, environment: EnvConfig, store: history.History, live: history.Live
+) -> None:
+    """Take the unsmoked mark off what the environment runs, a smoke of every check having passed: under its lock,
+    on condition that the live record is still as read before the checks ran (no deploy changed what they checked).
+    What stops it is said; the smoke passed all the same."""
+    name = environment.name
+    marked = ", ".join(sorted(c for c, entry in live.items() if history.UNSMOKED in entry))
+    stays = f"the unsmoked mark of {marked} in {name} stays"
+    try:
+        with lock.held(aws, environment, "smoke", clock=runtime.clock, warn=partial(say_warning, runtime)):
+            cleared = store.clear_unsmoked(live)
+    except lock.LockHeld as exc:
+        say_warning(runtime, f"{stays}: {exc.message} (smoke again once it is done)")
+        return
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
+        say_warning(runtime, f"{stays}: its live record could not be written ({exc})")
+        return
+    if not cleared:
+        say_warning(runtime, f"{stays}: a deploy wrote its live record while the checks ran (smoke again)")
+        return
+    runtime.stderr.write(
+        f"🏷  {marked}, deployed in {name} without its smoke, passed this one: the unsmoked mark is taken off "
+        f"(an environment promoted from {name} may take what it runs)\n"
+    )
 
 
 def health_report(

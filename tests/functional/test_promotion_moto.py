@@ -231,6 +231,7 @@ def test_what_dev_deployed_without_its_smoke_is_not_promoted_until_a_smoke_passe
     with pytest.raises(UsageError) as refused:
         dry_run(project, app)
     said = "" if moved_on else f"dev runs it at {promoted}, deployed there without its smoke (--no-smoke)"
+    said += "" if moved_on else ", and no smoke has passed there since (inv smoke --env dev proves it, as does any "
     assert said in refused.value.message and "dev does not run this checkout's app" in refused.value.message
     if not moved_on:  # a later run's smoke passed in dev (a deploy.auto of another part): what dev runs is proven
         deployed(promoted, promoted, [StepRecord("smoke", "checks", "done", 1.0)], {"lambda:x": promoted})

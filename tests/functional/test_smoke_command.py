@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -25,7 +27,7 @@ from deploykit.config import load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Plan, Step
+from deploykit.plan import Context, Executor, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.plugins import Plugins, get_plugin_manager
 from deploykit.testing import sample_env
 from plugins.summary import Summary
@@ -35,14 +37,16 @@ from tests.functional.test_endpoints import OUTPUTS, create_stack
 class AppChecks:
     """A plugin whose checks look at what the context resolved."""
 
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
+    def __init__(self, fail: bool = False, during: Callable[[], object] | None = None) -> None:
+        self.fail, self.during = fail, during
         self.seen: list[CheckContext] = []
 
     @hookimpl
     def deploykit_register_checks(self, env: Any) -> list[Check]:
         def alb(ctx: CheckContext) -> CheckResult:
             self.seen.append(ctx)
+            if self.during is not None:
+                self.during()
             if self.fail:
                 return CheckResult.failed("alb", f"GET {ctx.endpoints.alb_url}/health → 502 (expected 200)")
             return CheckResult.passed("alb", f"{ctx.endpoints.alb_url} answers")
@@ -318,3 +322,64 @@ def test_a_smoke_refused_leaves_no_folder_behind(deployed: Path, tmp_path: Path)
     with pytest.raises(UsageError, match=r"unknown check\(s\): nope"):
         commands.smoke(env="dev", only=["nope"], junit=out / "reports" / "ci" / "smoke.xml", runtime=rt)
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "locked", "deployed", "only", "failed"])
+def test_a_smoke_of_every_check_takes_the_unsmoked_mark_off_what_the_environment_runs(
+    deployed: Path, meanwhile: str
+) -> None:
+    """What a run without its smoke deployed is marked until a smoke passes there (a promotion does not take it):
+    inv smoke of every check passing proves it too, and takes the mark off under the environment's lock; not while a
+    deploy holds the lock, nor when one wrote the live record while the checks ran, nor by a smoke of some checks
+    (--only) or one that failed."""
+    import boto3
+
+    from deploykit import history, lock
+
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket="registry-artifacts-1", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    config = load_config(deployed / "deploy.toml")
+    env = config.environment("dev")
+    store = history.History.of(AwsFactory(env), env)
+    assert store is not None
+    rolled = [StepRecord("roll-service", "roll", "done", 1.0)]
+
+    def write(command: str, components: dict[str, str]) -> None:
+        run = RunReport(Plan("dev", (), command), rolled, 1.0)  # no smoke step: --no-smoke
+        store.write(history.record_of(run, components=components, base={}, head="a" * 12, who="ana@laptop"))
+
+    write("deploy.app", {"app": "a" * 12, "lambda:login_handler": "b" * 12})
+    landing = partial(write, "deploy.lambda", {"lambda:x": "c" * 12})  # a run of another part, as the checks run
+    checks = AppChecks(fail=meanwhile == "failed", during=landing if meanwhile == "deployed" else None)
+    rt = runtime(deployed, ("app", checks))
+    if meanwhile == "locked":
+        env_lock = lock.EnvLock.of(AwsFactory(env), env)
+        assert env_lock is not None
+        env_lock.acquire("deploy.auto")
+    only = ["alb", "login"] if meanwhile == "only" else None
+    if meanwhile == "failed":
+        with pytest.raises(StepFailed):
+            commands.smoke(env="dev", runtime=rt)
+    else:
+        commands.smoke(env="dev", only=only, runtime=rt)
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    marked = sorted(c for c, entry in store.live().items() if entry.get(history.UNSMOKED) == "true")
+    if meanwhile == "nothing":
+        assert marked == []
+        assert (
+            "🏷  app, lambda:login_handler, deployed in dev without its smoke, passed this one: the unsmoked mark is "
+            "taken off (an environment promoted from dev may take what it runs)\n"
+        ) in said
+        return
+    landed = ["lambda:x"] if meanwhile == "deployed" else []  # marked too: its run had no smoke
+    assert marked == ["app", "lambda:login_handler", *landed] and "🏷" not in said
+    if meanwhile == "locked":
+        assert "⚠️  the unsmoked mark of app, lambda:login_handler in dev stays: " in said and "deploy.auto" in said
+    if meanwhile == "deployed":
+        assert (
+            "⚠️  the unsmoked mark of app, lambda:login_handler in dev stays: a deploy wrote its live record while "
+            "the checks ran (smoke again)\n"
+        ) in said
+    if meanwhile in ("only", "failed"):
+        assert "unsmoked mark" not in said
