@@ -30,7 +30,7 @@ from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig, made_by
 from deploykit.errors import ConfigError, DeployKitError
 from deploykit.freeze import Freeze
-from deploykit.history import RESULTS, History, Record, when_utc
+from deploykit.history import RESULTS, UNSMOKED, History, Record, when_utc
 from deploykit.lock import EnvLock, Found, LockInfo
 from deploykit.output import tabulate
 from deploykit.stacks import error_code
@@ -82,6 +82,7 @@ class Live:
     changed: int | None = None  # paths of the component changed from its live commit to HEAD; None: cannot tell
     # HEAD has it as a person's rollback took the environment off it: why deploy.auto refuses it; "": it does not
     rolled_back: str = ""
+    unsmoked: bool = False  # a run without its smoke deployed it, and no smoke passed there since (history.UNSMOKED)
 
     @property
     def to_deploy(self) -> str:
@@ -143,6 +144,7 @@ class EnvView:
                     **v.position.to_json(),
                     "changed_paths": v.changed,
                     "rolled_back": v.rolled_back or None,
+                    "unsmoked": v.unsmoked,
                 }
                 for v in self.live
             ],
@@ -261,7 +263,14 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
     missing = [c for c in changes.components_of(config) if c not in shas]
     counted = _changed(config, {c: sha for c, sha in shas.items() if positions[sha].known}, missing, env.name)
     live = [
-        Live(component, sha, str(read.live[component].get("when") or ""), positions[sha], counted.get(component))
+        Live(
+            component,
+            sha,
+            str(read.live[component].get("when") or ""),
+            positions[sha],
+            counted.get(component),
+            unsmoked=UNSMOKED in read.live[component],
+        )
         for component, sha in shas.items()
     ]
     live += [Live(component, "", "", Position(known=False), counted.get(component)) for component in missing]
@@ -314,6 +323,8 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
             if not x.sha or here.get(x.component) == x.sha:
                 continue
             waiting[x.component] = _waiting(config, x.component, here.get(x.component), x.sha, v.env)
+            if waiting[x.component] and x.unsmoked:  # the promotion refuses it unless an earlier run proved the code
+                waiting[x.component] += f", deployed in {source} without its smoke"
         out.append(replace(v, promoted_from=source, waiting={c: w for c, w in waiting.items() if w}))
     return out
 
@@ -454,6 +465,11 @@ def render(views: Sequence[EnvView], head: str) -> str:
         headers = ["component", "live", "against HEAD", "since", "a deploy of HEAD changes"]
         table = tabulate(rows, headers=headers, disable_numparse=True)  # a SHA of digits is no number
         lines += [f"  {line}" for line in table.splitlines()]
+        if unsmoked := [x.component for x in v.live if x.unsmoked]:
+            lines.append(
+                f"  ⚠️  deployed without its smoke (--no-smoke), no smoke passed since: {', '.join(unsmoked)} (an "
+                f"environment promoted from {v.env} does not take it; inv smoke --env {v.env} proves it)"
+            )
         if v.waiting is not None:
             waiting = ", ".join(f"{c} ({w})" for c, w in sorted(v.waiting.items(), key=lambda i: _order(i[0])))
             lines.append(

@@ -663,10 +663,23 @@ def history_list(
     else:
         runtime.stderr.write(f"no deployment recorded in {environment.name} yet\n")
     if live:
-        rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
+        rows = [
+            [
+                component,
+                value.get("sha", "") + (" (no smoke yet)" if history.UNSMOKED in value else ""),
+                value.get("when", ""),
+            ]
+            for component, value in sorted(live.items())
+        ]
         runtime.stderr.write(
             "\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"], disable_numparse=True) + "\n"
         )
+        if any(history.UNSMOKED in value for value in live.values()):
+            runtime.stderr.write(
+                "(no smoke yet): deployed by a run without its smoke (--no-smoke), and no smoke passed since: an "
+                f"environment promoted from {environment.name} does not take it; inv smoke --env {environment.name} "
+                "proves it\n"
+            )
     return records
 
 

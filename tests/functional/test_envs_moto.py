@@ -21,7 +21,7 @@ from deploykit import commands, freeze, history, lock, overview
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
-from deploykit.plan import Plan, RunReport
+from deploykit.plan import Plan, RunReport, StepRecord
 from tests.conftest import git
 from tests.functional.test_cli import inv
 from tests.functional.test_endpoints import create_stack
@@ -80,7 +80,7 @@ def world(tmp_path: Path, no_profiles: None) -> Iterator[dict[str, str]]:
             env = config.environment(name)
             store = history.History.of(AwsFactory(env), env)
             assert store is not None
-            run = RunReport(Plan(name, (), "deploy.auto"), [], 3.0)
+            run = RunReport(Plan(name, (), "deploy.auto"), [StepRecord("smoke", "checks", "done", 1.0)], 3.0)
             store.write(history.record_of(run, components=components, base={}, head=shas["c3"], who=f"ci@{name}"))
         dev = config.environment("dev")
         env_lock = lock.EnvLock.of(AwsFactory(dev), dev, clock=FakeClock())
@@ -200,12 +200,13 @@ def test_an_environment_promoted_from_another_says_what_waits_there_to_be_promot
     )
     config = load_config(toml)
 
-    def apps(**at: str) -> None:  # environment → the commit its app is deployed at
+    def apps(smoke: bool = True, **at: str) -> None:  # environment → the commit its app is deployed at
         for name, sha in at.items():
             env = config.environment(name)
             store = history.History.of(AwsFactory(env), env)
             assert store is not None
-            run = RunReport(Plan(name, (), "deploy.app"), [], 3.0)
+            steps = [StepRecord("smoke", "checks", "done", 1.0)] if smoke else []  # [] : --no-smoke
+            run = RunReport(Plan(name, (), "deploy.app"), steps, 3.0)
             store.write(history.record_of(run, components={"app": sha}, base={}, head=sha, who=f"ci@{name}"))
 
     apps(dev=world["c3"], staging=world["c1"])
@@ -223,6 +224,24 @@ def test_an_environment_promoted_from_another_says_what_waits_there_to_be_promot
     apps(dev=world["c1"], staging=world["c3"])
     _, staging, _ = commands.envs(runtime=runtime)
     assert staging.waiting == {"stack:api": "?"}
+    # dev deploys c3 again with --no-smoke: what waits there is said so (its promotion takes it only if an earlier
+    # run proved the code), and dev's row says what no smoke proved
+    apps(smoke=False, dev=world["c3"])
+    apps(staging=world["c1"])
+    out.truncate(0)
+    out.seek(0)
+    runtime.stderr = io.StringIO()
+    dev, staging, _ = commands.envs(as_json=True, runtime=runtime)
+    assert staging.waiting == {"app": "1 changed path(s), deployed in dev without its smoke", "stack:api": "?"}
+    assert [x.component for x in dev.live if x.unsmoked] == ["app"]
+    said = runtime.stderr.getvalue()
+    assert (
+        "  ⚠️  deployed without its smoke (--no-smoke), no smoke passed since: app (an environment promoted from dev "
+        "does not take it; inv smoke --env dev proves it)\n"
+    ) in said
+    assert said.count("without its smoke (--no-smoke)") == 1  # dev's own line; staging's app is smoked
+    [app] = [x for x in json.loads(out.getvalue())["environments"][0]["live"] if x["component"] == "app"]
+    assert app["unsmoked"] is True
 
 
 def test_an_environment_with_no_registry_stack_has_nothing_deployed(tmp_path: Path) -> None:

@@ -591,6 +591,17 @@ def test_inv_history_prints_the_table_and_json_and_needs_the_registry_stack(
     assert "live now:" in printed
     data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
     assert data["live"]["app"]["sha"] == "cccccccccccc" and data["deployments"][0]["who"] == "ana@laptop"
+    assert "no smoke yet" not in printed  # its smoke passed
+    unsmoked = RunReport(Plan("dev", (), "deploy.app"), [StepRecord("build", "docker build", "done", 8.0)], 9.0)
+    store.write(history.record_of(unsmoked, components={"app": "d" * 12}, base={}, head="d" * 12, who="ana"))
+    commands.history_list(env="dev", runtime=runtime)  # the next commit, with --no-smoke: proven by nothing
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert (
+        "dddddddddddd (no smoke yet)" in printed
+        and "(no smoke yet): deployed by a run without its smoke (--no-smoke), and no smoke passed since: an "
+        "environment promoted from dev does not take it; inv smoke --env dev proves it\n"
+        in printed
+    )
 
 
 def test_inv_history_of_one_component_lists_the_runs_that_deployed_it(
