@@ -40,7 +40,8 @@ def data(record: Record) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     name = verb(record)
     if name in ROLLBACKS:
-        found.append(datum("Rollbacks", 1, "Count"))
+        if not record.refused:  # one a guard refused put nothing back
+            found.append(datum("Rollbacks", 1, "Count"))
     elif name not in NOT_DEPLOYS and not record.refused:  # a refused run is neither a deployment nor a failure
         found += [
             datum("Deployments", int(record.ok and changed(record)), "Count"),

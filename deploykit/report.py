@@ -149,9 +149,9 @@ class Report:
 
     @property
     def refused(self) -> list[Record]:
-        """Deploy runs a guard (data, access, account) or bad input stopped: they broke nothing live, so they are
-        neither failures nor deployments."""
-        return [r for r in self.records if verb(r) not in NOT_DEPLOYS and r.refused]
+        """Deploy runs and rollbacks a guard (data, access, account) or bad input stopped: they broke nothing live,
+        so they are neither failures, deployments nor rollbacks."""
+        return [r for r in self.records if (verb(r) not in NOT_DEPLOYS or verb(r) in ROLLBACKS) and r.refused]
 
     @property
     def deployments(self) -> list[Record]:
@@ -164,7 +164,8 @@ class Report:
 
     @property
     def rollbacks(self) -> list[Record]:
-        return [r for r in self.records if verb(r) in ROLLBACKS]
+        """Rollbacks that ran (one a guard refused put nothing back: :attr:`refused`)."""
+        return [r for r in self.records if verb(r) in ROLLBACKS and not r.refused]
 
     def restores(self) -> tuple[list[float], list[Record]]:
         """Seconds from each failed run's end to the next successful run that left something live (a fix, a
@@ -318,9 +319,16 @@ def _n(count: int, noun: str) -> str:
 
 
 def _rate(count: int, days: float) -> str:
-    if days >= 1:
-        return f"{count / days:.1f} a day"
-    return f"{count / (days * 24):.1f} an hour"
+    """How often, in the first unit it comes to once in at least: a day, a week, a month (30 days); an hour for a
+    window shorter than a day. A prod deploying monthly is not "0.0 a day"."""
+    if days < 1:
+        return f"{count / (days * 24):.1f} an hour"
+    rate, unit = count / days, "a day"
+    if 0 < rate < 1:
+        rate, unit = rate * 7, "a week"
+    if 0 < rate < 1:
+        rate, unit = rate * 30 / 7, "a month"
+    return f"{rate:.1f} {unit}"
 
 
 def text(report: Report) -> str:
@@ -347,7 +355,9 @@ def text(report: Report) -> str:
         ["rollbacks", str(data["rollbacks"])],
     ]
     if data["refused"]:
-        figures.insert(2, ["refused runs", f"{data['refused']} (a guard or bad input stopped them: not counted above)"])
+        figures.insert(
+            2, ["refused runs", f"{data['refused']} (a guard or bad input stopped them: counted nowhere else)"]
+        )
     waits = data["lock_waits"]
     if waits["runs"]:
         total, longest = duration(waits["seconds"]), duration(waits["max_seconds"])

@@ -214,7 +214,7 @@ def test_the_text_names_the_window_the_figures_and_each_table() -> None:
     records = [record(0, steps=APP_STEPS), record(3, ok=False, error="the rollout failed", steps=APP_STEPS)]
     printed = text(make(records, {"aaaaaaaaaaaa": T0 - timedelta(minutes=2)}))
     assert printed.startswith("dev, 2026-11-20 09:00 → 2026-11-27 09:00 UTC: 2 recorded runs")
-    assert "deployments      1 (0.1 a day)" in printed
+    assert "deployments      1 (1.0 a week)" in printed  # once in the week: not "0.1 a day"
     assert "failed runs      1 of 2 deploy runs (50%)" in printed
     assert "1 not yet followed by a successful run" in printed
     assert "commit to live   median 2m 00s (1 deployment)" in printed
@@ -238,8 +238,24 @@ def test_a_refused_run_is_neither_a_deployment_nor_a_failure_and_needs_no_restor
     assert [f["result"] for f in data["failures"]] == ["failed", "refused"]
     printed = text(report)
     assert "failed runs      1 of 2 deploy runs (50%)" in printed
-    assert "refused runs     1 (a guard or bad input stopped them: not counted above)" in printed
+    assert "refused runs     1 (a guard or bad input stopped them: counted nowhere else)" in printed
     assert "🛑 refused  deploy-stack" in printed
+
+
+def test_a_refused_rollback_put_nothing_back_and_is_counted_as_refused() -> None:
+    refusal = [step("deploy-stack", 0.4, "failed", "refusing to replace CarRentalDataStack's table ...")]
+    records = [
+        record(0),
+        record(5, "rollback stack:data → aaaaaaaaaaaa", ok=False, refused=True, steps=refusal, error="refusing"),
+        record(9, "rollback app → aaaaaaaaaaaa"),
+    ]
+    data = make(records).to_json()
+    assert data["rollbacks"] == 1 and data["refused"] == 1 and data["deploy_runs"] == 1
+    assert "refused runs     1 (a guard or bad input stopped them: counted nowhere else)" in text(make(records))
+    from deploykit import metrics
+
+    assert [d["MetricName"] for d in metrics.data(records[1])] == []  # no Rollbacks datum: nothing was put back
+    assert [d["MetricName"] for d in metrics.data(records[2])] == ["Rollbacks"]
 
 
 def test_a_restart_is_neither_a_deploy_run_nor_a_restore_but_its_failure_is_listed() -> None:
@@ -258,6 +274,9 @@ def test_a_restart_is_neither_a_deploy_run_nor_a_restore_but_its_failure_is_list
 
 def test_a_window_of_hours_counts_an_hour_and_an_empty_one_says_so() -> None:
     assert "(2.0 an hour)" in text(make([record(0), record(1)], days=1 / 24))
+    assert "(3.0 a day)" in text(make([record(i) for i in range(3)], days=1))
+    assert "(1.0 a month)" in text(make([record(0)], days=30))  # a prod deploying monthly: not "0.0 a day"
+    assert "(0.5 a month)" in text(make([record(0)], days=60))
     assert text(make([])) == "dev: no deployment recorded from 2026-11-20 09:00 → 2026-11-27 09:00 UTC\n"
 
 
