@@ -340,8 +340,6 @@ class Recorded:
     # image tag or digest → why: what the services and Fargate stacks of the other environments sharing the
     # repository use or may roll back to (images_in_use, theirs)
     in_use: dict[str, str] = field(default_factory=dict)
-    # environment → why its service and stack could not be read (denied): its history alone protects its images
-    in_use_unread: dict[str, str] = field(default_factory=dict)
 
 
 def may_share(target: EnvConfig, env: EnvConfig) -> bool:
@@ -350,18 +348,30 @@ def may_share(target: EnvConfig, env: EnvConfig) -> bool:
     return env.repository == target.repository and may_be_together(target, env)
 
 
-def _sharing_in_use(aws: AwsFactory, target_aws: AwsFactory) -> dict[str, str]:
-    """What the environment of ``aws``, when its repository is the target's (:func:`may_share`, and the same account
-    by the credentials), uses or may roll back to (:func:`images_in_use`), each why naming it; {} when it is not
-    the target's repository, or its service is not there (not deployed)."""
-    env = aws.env
-    if not may_share(target_aws.env, env) or aws.account() != target_aws.account():
-        return {}
+def _shares(aws: AwsFactory, target_aws: AwsFactory) -> bool | None:
+    """Whether the environment of ``aws`` holds its images in the target's repository: :func:`may_share`, and the same
+    account (both pinned so in deploy.toml, or its credentials' account the target's); None when that cannot be told
+    (its credentials cannot be had: another account's, most often), a failure AWS only had for now raised."""
+    target, env = target_aws.env, aws.env
+    if not may_share(target, env):
+        return False
+    if target.account and env.account:
+        return True  # may_share: the same one
+    try:
+        return aws.account() == target_aws.account()
+    except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
+        _stop_when_transient(exc, target, env)
+        return None
+
+
+def _sharing_in_use(aws: AwsFactory) -> dict[str, str]:
+    """What the environment of ``aws``, whose repository is the target's (:func:`_shares`), uses or may roll back to
+    (:func:`images_in_use`), each why naming it; {} when its service is not there (not deployed)."""
     try:
         found = images_in_use(aws)
     except UsageError:  # no such service: nothing of it runs
         return {}
-    return {ref: f"{env.name}: {why}" for ref, why in found.items()}
+    return {ref: f"{aws.env.name}: {why}" for ref, why in found.items()}
 
 
 def recorded_images(
@@ -378,36 +388,38 @@ def recorded_images(
     Each environment's history is found as :meth:`History.of` finds it. An environment whose AWS cannot be read
     (another account, no credentials, an endpoint down) is skipped and named in ``skipped``; the target
     environment's own history must be readable (its failure is raised), since its repository is being cleaned. So
-    must one that may share its repository (:func:`may_share`) when AWS only failed for now (throttled, a 5xx):
-    StepFailed, nothing deleted. Of the environments sharing it, what their services and Fargate stacks use is
-    read too (:attr:`Recorded.in_use`): their histories alone do not hold the revisions a stack rollback goes to.
+    must everything of one whose repository is the target's (:func:`_shares`: the same account), whatever the
+    failure (a refusal, a damaged live record), and of one that may share it when AWS only failed for now
+    (throttled, a 5xx): StepFailed, nothing deleted. Of the environments sharing it, what their services and
+    Fargate stacks use is read too (:attr:`Recorded.in_use`): their histories alone do not hold the revisions a
+    stack rollback goes to.
     """
     reasons: dict[str, dict[str, str]] = {}  # key → env → why (the newest reason per environment)
     skipped: dict[str, str] = {}
     without: list[str] = []
     read: list[str] = []
     in_use: dict[str, str] = {}
-    unread: dict[str, str] = {}
     # the target may be one a pattern made (dev-alice): not among deploy.toml's own, read first all the same
     others = [config.environments[n] for n in sorted(config.environments) if n != target.name]
     own = target_aws if target_aws is not None else aws_factory(target)
     for env in [target, *others]:
         name = env.name
-        try:
-            aws = own if name == target.name else aws_factory(env)
-            found = _history_shas(aws, env, records)
-            if name != target.name:  # its service's and stack's images: without them, its history still counts
-                try:
-                    in_use |= {ref: why for ref, why in _sharing_in_use(aws, own).items() if ref not in in_use}
-                except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
-                    _stop_when_transient(exc, target, env)
-                    unread[name] = translate_error(exc, env).message
-        except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
-            if name == target.name:
-                raise
-            _stop_when_transient(exc, target, env)
-            skipped[name] = translate_error(exc, env).message
-            continue
+        if name == target.name:
+            found = _history_shas(own, env, records)
+        else:
+            sharing: bool | None = None
+            try:
+                aws = aws_factory(env)
+                sharing = _shares(aws, own)
+                if sharing:  # its service's and stack's images, read whatever becomes of its history
+                    in_use |= {ref: why for ref, why in _sharing_in_use(aws).items() if ref not in in_use}
+                found = _history_shas(aws, env, records)
+            except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
+                _stop_when_transient(exc, target, env)
+                if sharing:
+                    raise _unreadable(exc, target, env) from None
+                skipped[name] = translate_error(exc, env).message
+                continue
         if found is None:
             without.append(name)
             continue
@@ -415,7 +427,7 @@ def recorded_images(
         for sha, why in found:
             reasons.setdefault(tag_key(sha), {}).setdefault(name, why)
     shas = {key: "; ".join(by_env.values()) for key, by_env in reasons.items()}
-    return Recorded(shas, skipped, tuple(without), tuple(read), in_use, unread)
+    return Recorded(shas, skipped, tuple(without), tuple(read), in_use)
 
 
 def _stop_when_transient(exc: Exception, target: EnvConfig, env: EnvConfig) -> None:
@@ -427,6 +439,20 @@ def _stop_when_transient(exc: Exception, target: EnvConfig, env: EnvConfig) -> N
             f"read ({translate_error(exc, env).message}): nothing was deleted",
             next_step=f"rerun in a while: inv images.cleanup --env {target.name}",
         ) from None
+
+
+def _unreadable(exc: Exception, target: EnvConfig, env: EnvConfig) -> StepFailed:
+    """The cleanup's stop when what ``env``, whose repository is the target's, runs or recorded cannot be read (a
+    refusal, a damaged live record): the images it needs are not known, so none may go."""
+    cause = translate_error(exc, env)
+    rerun = f"inv images.cleanup --env {target.name}"
+    return StepFailed(
+        f"what {env.name}, which shares repository {target.repository} with {target.name} (the same account), needs "
+        f"could not be read ({cause.message}): nothing was deleted",
+        next_step=f"{cause.next_step}; then rerun: {rerun}"
+        if cause.next_step
+        else f"let these credentials read {env.name}'s service, Fargate stack and history, then rerun: {rerun}",
+    )
 
 
 def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[str, str]] | None:

@@ -67,11 +67,6 @@ def images_cleanup(
             parts = image_cleanup.index_parts(aws, details)
         for name, why in recorded.skipped.items():
             warn(f"skipped the history of {name} (its AWS cannot be read): {why}")
-        for name, why in recorded.in_use_unread.items():
-            warn(
-                f"what {name}'s service and Fargate stack run could not be read ({why}): its history alone keeps "
-                "its images"
-            )
         for name in recorded.without_history:
             runtime.stderr.write(f"ℹ️  {name} has no deployment history (its registry stack is not deployed)\n")
         decision = image_cleanup.plan_cleanup(

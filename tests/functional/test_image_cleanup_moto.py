@@ -222,7 +222,15 @@ def test_an_environment_that_cannot_be_read_is_skipped_with_a_warning(world: Wor
     ]
 
 
-def test_an_environment_whose_aws_refuses_is_skipped_too(world: World) -> None:
+def test_an_environment_of_another_account_whose_aws_refuses_is_skipped_too(world: World) -> None:
+    """staging pinned to another account: its repository is not dev's, and its history, refused, is skipped."""
+    text = world.config.read_text()
+    head, staging = text.split("[environments.staging]")
+    head = head.replace('region = "', f'account = "{DEFAULT_ACCOUNT_ID}"\nregion = "', 1)
+    world.config.write_text(
+        head + "[environments.staging]" + staging.replace('region = "', 'account = "111111111111"\nregion = "', 1)
+    )
+
     def factory(env: EnvConfig) -> AwsFactory:
         if env.name != "staging":
             return AwsFactory(env)
@@ -290,17 +298,62 @@ def staging_refusing(service: str, method: str, code: str) -> Any:
     return factory
 
 
-def test_an_environment_whose_service_cannot_be_read_still_keeps_what_its_history_names(world: World) -> None:
-    """staging's history reads, its DescribeServices is denied (a policy for the operator's own cluster): said, and
-    its live image kept by its history, where the refusal dropped the history it had read too."""
-
+@pytest.mark.parametrize(
+    ("service", "method", "code", "cause"),
+    [
+        ("ecs", "describe_services", "AccessDeniedException", "AWS refused describe_services in 'staging'"),
+        ("s3", "get_object", "AccessDenied", "AWS refused get_object in 'staging'"),
+    ],
+    ids=["service-denied", "history-denied"],
+)
+def test_an_environment_sharing_the_repository_that_cannot_be_read_stops_the_cleanup(
+    world: World, service: str, method: str, code: str, cause: str
+) -> None:
+    """staging, in dev's account, keeps its images in dev's repository: one of its reads refused (its service, its
+    history), what it runs or may roll back to is not known, and nothing is deleted. Before, a refused history
+    skipped staging whole (its service with it: the image that service ran went), and a refused service left its
+    history alone to protect it."""
     runtime = runtime_for(world)
-    runtime.aws_factory = staging_refusing("ecs", "describe_services", "AccessDeniedException")
-    decision = commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime)
-    assert DIRTY not in {t for i in decision.to_delete for t in i.tags}
-    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
-    assert "⚠️  what staging's service and Fargate stack run could not be read (AWS refused describe_services" in said
-    assert "its history alone keeps its images" in said
+    runtime.aws_factory = staging_refusing(service, method, code)
+    with pytest.raises(StepFailed) as stopped:
+        commands.images_cleanup(env="dev", keep=1, runtime=runtime)
+    assert stopped.value.message.startswith(
+        f"what staging, which shares repository car-rental-backend with dev (the same account), needs could not be "
+        f"read ({cause}"
+    )
+    assert stopped.value.message.endswith("): nothing was deleted")
+    assert stopped.value.next_step is not None
+    assert stopped.value.next_step.endswith("then rerun: inv images.cleanup --env dev")
+    assert len(remaining_tags(world)) == 14
+
+
+def test_an_environment_sharing_the_repository_whose_live_record_is_damaged_stops_the_cleanup(world: World) -> None:
+    """staging's live record is not JSON (a hand edit): its history cannot be read, and its service, which runs
+    image 6 from dev's repository, was skipped with it; dev's cleanup deleted image 6. Now nothing is deleted, and
+    the message says what to do with the record."""
+    text = world.config.read_text()
+    head, staging = text.split("[environments.staging]")
+    staging = staging.replace('cluster = "car-rental-cluster"', 'cluster = "staging-cluster"', 1)
+    world.config.write_text(head + "[environments.staging]" + staging)
+    ecs = boto3.client("ecs", region_name=REGION)
+    ecs.create_cluster(clusterName="staging-cluster")
+    arn = ecs.register_task_definition(
+        family="staging-backend",
+        containerDefinitions=[{**CONTAINER, "image": f"{URI}:{tag(6)}"}],
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="staging-cluster", serviceName="car-rental-service", taskDefinition=arn, desiredCount=1)
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key="deploykit/live/staging.json", Body=b"{oops")
+    for dry_run in (True, False):
+        with pytest.raises(StepFailed) as stopped:
+            commands.images_cleanup(env="dev", keep=2, dry_run=dry_run, runtime=runtime_for(world))
+        assert "what staging, which shares repository car-rental-backend with dev" in stopped.value.message
+        assert "the live record of staging" in stopped.value.message
+        assert "put back a good copy of it, or delete it" in (stopped.value.next_step or "")
+    assert tag(6) in remaining_tags(world) and len(remaining_tags(world)) == 14
 
 
 def test_an_environment_sharing_the_repository_that_aws_throttles_stops_the_cleanup(world: World) -> None:
