@@ -141,8 +141,9 @@ def others_needing(
     account and region (:func:`~deploykit.config.may_be_together`, then their credentials' account) whose service
     runs a revision of it. The CDK names a family after its service, so two environments in one account whose
     services have one name, in two clusters, register one family. One whose AWS cannot be read is ``skipped``
-    (another account's credentials); one AWS only failed for now (throttled, a 5xx): StepFailed, nothing
-    deregistered. One whose service is not there needs nothing."""
+    (another account's credentials); one AWS only failed for now (throttled, a 5xx), or one seen in the target's
+    account whose service runs the family and whose other reads fail (its tasks, its stack refused): StepFailed,
+    nothing deregistered. One whose service is not there needs nothing."""
     target = target_aws.env
     needed: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
@@ -153,6 +154,8 @@ def others_needing(
         try:
             for arn, reasons in _needed_by(aws_factory(env), target_aws, family).items():
                 needed.setdefault(arn, []).extend(f"{name}: {why}" for why in reasons)
+        except _Unreadable:
+            raise
         except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
             said = translate_error(exc, env).message
             if is_transient(exc):
@@ -163,6 +166,10 @@ def others_needing(
                 ) from None
             skipped[name] = said
     return Others(needed, skipped)
+
+
+class _Unreadable(StepFailed):
+    """What an environment whose service runs the family needs could not be read: the cleanup stops."""
 
 
 def _needed_by(aws: AwsFactory, target_aws: AwsFactory, family: str) -> dict[str, list[str]]:
@@ -177,7 +184,20 @@ def _needed_by(aws: AwsFactory, target_aws: AwsFactory, family: str) -> dict[str
         return {}
     if ecs.family_of(str(service.get("taskDefinition") or "")) != family:
         return {}
-    return needed_revisions(aws, service, None)
+    try:  # its service runs this family: what else it needs must be known, or nothing may go
+        return needed_revisions(aws, service, None)
+    except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
+        if is_transient(exc):
+            raise  # others_needing says it: rerun in a while
+        said = translate_error(exc, env)
+        rerun = f"inv taskdefs.cleanup --env {target_aws.env.name}"
+        raise _Unreadable(
+            f"what {env.name}, whose service runs {family} in the same account and region as {target_aws.env.name}, "
+            f"needs of it could not be read ({said.message}): nothing was deregistered",
+            next_step=f"{said.next_step}; then rerun: {rerun}"
+            if said.next_step
+            else f"let these credentials read {env.name}'s tasks and Fargate stack, then rerun: {rerun}",
+        ) from None
 
 
 def cluster_task_revisions(client: Any, cluster: str) -> dict[str, int]:

@@ -159,6 +159,46 @@ def test_another_environment_in_the_account_that_aws_throttles_stops_the_cleanup
     assert active(family) == list(range(1, 14))
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_another_environment_whose_service_runs_the_family_and_whose_tasks_are_refused_stops_the_cleanup(
+    project: Path, family: AwsFactory, dry_run: bool
+) -> None:
+    """staging's service runs revision 2 (DescribeServices read it), its ecs:ListTasks is refused: before, staging was
+    skipped whole and revision 2 deregistered (INACTIVE: ECS cannot roll staging back onto it). Now nothing is
+    deregistered and the refusal is named."""
+    (project / "deploy.toml").write_text((project / "deploy.toml").read_text() + STAGING)
+    ecs = family.client("ecs")
+    ecs.create_cluster(clusterName="staging-cluster")
+    ecs.create_service(
+        cluster="staging-cluster", serviceName="car-rental-service", taskDefinition=arn(2), desiredCount=0
+    )
+
+    def peer(env: EnvConfig) -> AwsFactory:
+        aws = AwsFactory(env)
+
+        def refused(**_kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": "AccessDeniedException", "Message": "not allowed on staging-cluster"}}
+            raise ClientError(error, "ListTasks")  # type: ignore[arg-type]
+
+        if env.name == "staging":
+            aws.client("ecs").list_tasks = refused
+        return aws
+
+    rt = runtime(project, family)
+    rt.peer_aws_factory = peer
+    with pytest.raises(StepFailed) as stopped:
+        commands.taskdefs_cleanup(env="dev", keep=3, dry_run=dry_run, runtime=rt)
+    assert stopped.value.message == (
+        "what staging, whose service runs car-rental-backend in the same account and region as dev, needs of it "
+        "could not be read (AWS refused ListTasks in 'staging': not allowed on staging-cluster): nothing was "
+        "deregistered"
+    )
+    assert (stopped.value.next_step or "").endswith("then rerun: inv taskdefs.cleanup --env dev")
+    assert active(family) == list(range(1, 14))
+
+
 def test_a_dry_run_says_what_it_would_deregister_and_changes_nothing(project: Path, family: AwsFactory) -> None:
     rt = runtime(project, family)
     decision = commands.taskdefs_cleanup(env="dev", keep=10, dry_run=True, runtime=rt)
