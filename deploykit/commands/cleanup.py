@@ -19,7 +19,15 @@ from deploykit import (
     zip_cleanup,
 )
 from deploykit.aws import AwsFactory, at_once, translate_error
-from deploykit.commands.core import Runtime, aws_errors, held_lock, live_record, load_env, say_warning
+from deploykit.commands.core import (
+    Runtime,
+    aws_errors,
+    check_account,
+    held_lock,
+    live_record,
+    load_env,
+    say_warning,
+)
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
 from deploykit.plan import dumps
@@ -41,6 +49,13 @@ def _keep_at_least_one(keep: int) -> None:
         raise UsageError(f"--keep must be at least 1 (got {keep})", next_step="pass --keep N with N of 1 or more")
 
 
+def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
+    """Credentials of another account than deploy.toml pins for ``env`` are refused before anything is read (exit 2),
+    a dry run's too: its plan would be that other account's (the real run's lock checks it again, asked once)."""
+    with aws_errors(env):
+        check_account(aws, env)
+
+
 def images_cleanup(
     *,
     env: str | None = None,
@@ -55,6 +70,7 @@ def images_cleanup(
     _keep_at_least_one(keep)
     config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
+    _in_its_account(aws, environment)
     repository = environment.repository
     warn = partial(say_warning, runtime)
     deletion = None
@@ -116,6 +132,7 @@ def taskdefs_cleanup(
     _keep_at_least_one(keep)
     config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
+    _in_its_account(aws, environment)
     client = aws.client("ecs")
     done = None
     # no deploy may register or roll a revision between reading and deregistering
@@ -181,6 +198,7 @@ def lambda_cleanup(
     _keep_at_least_one(keep)
     config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
+    _in_its_account(aws, environment)
     deletion = None
     objects: zip_cleanup.ObjectDecision | None = None
     object_deletion: zip_cleanup.ObjectDeletion | None = None

@@ -668,3 +668,26 @@ def test_a_lock_lost_midway_stops_the_deletions_after_reporting_those_done(
     [row] = [line for line in printed.splitlines() if line.startswith("<untagged>")]
     assert "FAILED" in row and lock.STOPPED in row
     assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - {tag(2), tag(6)}
+
+
+@pytest.mark.parametrize("cleanup", ["images_cleanup", "taskdefs_cleanup", "lambda_cleanup"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_credentials_of_another_account_than_deploy_toml_pins_are_refused_dry_run_or_not(
+    world: World, cleanup: str, dry_run: bool
+) -> None:
+    """deploy.toml pins dev to account 111111111111, the credentials act in moto's: a real run was refused (exit 2),
+    while a dry run read the other account and said what it would delete there. Both are refused now."""
+    text = world.config.read_text()
+    head, rest = text.split("[environments.staging]")
+    head = head.replace('region = "', 'account = "111111111111"\nregion = "', 1)
+    world.config.write_text(head + "[environments.staging]" + rest)
+    runtime = runtime_for(world)
+    with pytest.raises(UsageError) as refused:
+        getattr(commands, cleanup)(env="dev", keep=2, dry_run=dry_run, runtime=runtime)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        f"the credentials for environment 'dev' act in AWS account {DEFAULT_ACCOUNT_ID}, but deploy.toml pins "
+        "111111111111 for it: nothing was changed"
+    )
+    assert runtime.stderr.getvalue() == ""  # type: ignore[attr-defined]
+    assert len(remaining_tags(world)) == 14
