@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -257,23 +257,48 @@ class ObjectDeletion:
     deleted: tuple[str, ...]  # keys
     failed: dict[str, str]  # key → why
     stopped: LockLost | None = None  # the lock was lost: the keys from the call it was found lost are not done
+    # key → its LastModified when looked at again before its call: within the grace (a deploy renewed it meanwhile)
+    renewed: dict[str, datetime] = field(default_factory=dict)
 
 
 def delete_objects(
-    aws: AwsFactory, bucket: str, objects: Sequence[Stored], holding: Callable[[], None] | None = None
+    aws: AwsFactory,
+    bucket: str,
+    objects: Sequence[Stored],
+    holding: Callable[[], None] | None = None,
+    *,
+    now: Callable[[], datetime] | None = None,
+    grace: timedelta = GRACE,
 ) -> ObjectDeletion:
     """DeleteObjects, a thousand keys a call; a key S3 reports an error for is that key's failure, and a call S3
     refuses whole (slowed down after its retries, access) the failure of each of its keys (the next call goes on).
     ``holding`` (the lease's check) is asked before each call: once the lock is lost, the rest is not done
-    (``stopped``)."""
+    (``stopped``). Just before each call its keys are looked at again (HeadObject): one whose LastModified is now
+    within ``grace`` of ``now()`` (a deploy of another environment found it and renewed its date meanwhile, as it
+    does for a cleanup to keep it) is left (``renewed``); one that cannot be looked at is not deleted (its failure).
+    """
     s3 = aws.client("s3")
+    clock = now or (lambda: datetime.now(UTC))
     keys = [stored.key for stored in objects]
     failed: dict[str, str] = {}
+    renewed: dict[str, datetime] = {}
     for start in range(0, len(keys), DELETE_BATCH):
-        batch = keys[start : start + DELETE_BATCH]
         if (stopped := lost_lease(holding)) is not None:
             failed.update(dict.fromkeys(keys[start:], STOPPED))
-            return ObjectDeletion(tuple(k for k in keys if k not in failed), failed, stopped)
+            left = {**failed, **renewed}
+            return ObjectDeletion(tuple(k for k in keys if k not in left), failed, stopped, renewed)
+        batch = []
+        seen = at_once({k: partial(_modified, s3, bucket, k) for k in keys[start : start + DELETE_BATCH]}, width=16)
+        moment = clock()
+        for key, modified in seen.items():
+            if isinstance(modified, str):
+                failed[key] = f"not deleted: it could not be looked at again first ({modified})"
+            elif modified is not None and moment - modified < grace:
+                renewed[key] = modified
+            else:
+                batch.append(key)  # one gone meanwhile: deleting it again does no harm
+        if not batch:
+            continue
         try:
             answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
         except (BotoCoreError, ClientError) as exc:
@@ -281,7 +306,20 @@ def delete_objects(
             continue
         for error in answer.get("Errors") or ():
             failed[str(error.get("Key"))] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
-    return ObjectDeletion(tuple(k for k in keys if k not in failed), failed)
+    left = {**failed, **renewed}
+    return ObjectDeletion(tuple(k for k in keys if k not in left), failed, renewed=renewed)
+
+
+def _modified(s3: Any, bucket: str, key: str) -> datetime | str | None:
+    """The object's LastModified now (HeadObject); None when it is gone; why, when it cannot be looked at."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)["LastModified"]  # type: ignore[no-any-return]
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        return answered(exc)
+    except BotoCoreError as exc:
+        return answered(exc)
 
 
 # -- output -----------------------------------------------------------------------------------------------------
@@ -292,6 +330,8 @@ def action_of(choice: ObjectChoice, *, dry_run: bool, deletion: ObjectDeletion |
         return "keep"
     if dry_run or deletion is None:
         return "would delete"
+    if choice.stored.key in deletion.renewed:
+        return "keep"
     return "FAILED" if choice.stored.key in deletion.failed else "deleted"
 
 
@@ -299,7 +339,7 @@ def table(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion |
     rows = []
     for choice in decision.choices:
         stored = choice.stored
-        why = "; ".join(choice.reasons)
+        why = "; ".join(renewal_of(stored.key, deletion) or choice.reasons)
         failure = deletion.failed.get(stored.key) if deletion else None
         rows.append(
             [
@@ -312,6 +352,14 @@ def table(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion |
             ]
         )
     return tabulate(rows, headers=["function", "key", "uploaded (UTC)", "size", "action", "why"])
+
+
+def renewal_of(key: str, deletion: ObjectDeletion | None) -> tuple[str, ...]:
+    """Why an object planned for deletion was kept after all: renewed meanwhile (() when it was not)."""
+    if deletion is None or key not in deletion.renewed:
+        return ()
+    when = deletion.renewed[key].strftime("%Y-%m-%d %H:%M")
+    return (f"renewed meanwhile ({when} UTC: a deploy found it and copied it onto itself), kept for {age(GRACE)}",)
 
 
 def _objects(count: int) -> str:
@@ -334,6 +382,8 @@ def summary(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion
         f"deleted {_objects(len(gone))} in {where} ({freed}; S3 keeps them as noncurrent versions until the "
         "bucket's lifecycle expires them)"
     )
+    if deletion.renewed:
+        line += f"; {_objects(len(deletion.renewed))} renewed by a deploy meanwhile, kept"
     if deletion.failed:
         line += f"; {_objects(len(deletion.failed))} could not be deleted"
     return line
@@ -351,12 +401,13 @@ def to_json(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion
                 "bytes": c.stored.size,
                 "uploaded": c.stored.modified.isoformat(),
                 "action": action_of(c, dry_run=dry_run, deletion=deletion),
-                "why": list(c.reasons),
+                "why": list(renewal_of(c.stored.key, deletion) or c.reasons),
             }
             for c in decision.choices
         ],
         "to_delete": len(decision.to_delete),
         "deleted": len(gone),
+        "renewed": sorted(deletion.renewed) if deletion else [],
         "deleted_bytes": sum(s.size for s in decision.to_delete if s.key in gone),
         "failures": dict(deletion.failed) if deletion else {},
     }

@@ -251,7 +251,9 @@ def lambda_cleanup(
                         runtime, config, aws, bucket, decision, deletion, read, latest, whole=function is None
                     )
                     if objects.to_delete and not dry_run:
-                        object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete, holding(lease))
+                        object_deletion = zip_cleanup.delete_objects(
+                            aws, bucket, objects.to_delete, holding(lease), now=runtime.clock.now
+                        )
             except DeployKitError as exc:
                 zips_error = exc
     if decision.choices:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
 
 from deploykit import commands, packaging, zip_cleanup
 from deploykit.aws import AwsFactory
@@ -127,6 +129,47 @@ def test_anything_uploaded_within_the_last_day_stays(
     found = rows(json.loads(out.getvalue()))
     assert found[zips["stray"]] == ("keep", ["uploaded 20 h ago, less than 1 day (a deploy may be about to use it)"])
     assert "nothing to delete in s3://" in run.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_zip_a_deploy_renews_between_the_listing_and_the_deletion_stays(
+    zips: dict[str, str],
+    factory: AwsFactory,
+    with_lambdas: Path,  # noqa: F811
+) -> None:
+    """Every object two days old; while the versions are deleted, a deploy of another environment finds the stray
+    zip and renews it (CopyObject onto itself: stack_chain.RENEW_AFTER), so that a cleanup keeps it a day. Before,
+    the cleanup deleted it all the same, as listed, and that deploy then failed with NoSuchKey. The keys are looked
+    at again before their deletion: it stays, and its row says why."""
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[BUCKET]
+    for stored in bucket.keys.values():
+        stored.last_modified = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=2)
+    s3 = factory.client("s3")
+    lam = factory.client("lambda")
+    real = lam.delete_function
+
+    def and_a_deploy_meanwhile(**kwargs: Any) -> Any:
+        stray = zips["stray"]
+        s3.copy_object(
+            Bucket=BUCKET, Key=stray, CopySource={"Bucket": BUCKET, "Key": stray}, MetadataDirective="REPLACE"
+        )
+        return real(**kwargs)
+
+    lam.delete_function = and_a_deploy_meanwhile
+    out = io.StringIO()
+    run = runtime(with_lambdas, factory, out)
+    run.clock = FakeClock(datetime.now(UTC))
+    commands.lambda_cleanup(env="dev", keep=2, as_json=True, runtime=run)
+    data = json.loads(out.getvalue())
+    action, why = rows(data)[zips["stray"]]
+    assert action == "keep" and len(why) == 1
+    assert why[0].startswith("renewed meanwhile (") and why[0].endswith(
+        " UTC: a deploy found it and copied it onto itself), kept for 1 day"
+    )
+    assert data["zips"]["renewed"] == [zips["stray"]]
+    assert (data["zips"]["deleted"], data["zips"]["failures"]) == (2, {})
+    assert there(factory, zips["stray"])
+    assert not there(factory, zips["v2"]) and not there(factory, zips["v3"])
+    assert "1 object renewed by a deploy meanwhile, kept" in run.stderr.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_version_that_could_not_be_deleted_keeps_its_zip(
