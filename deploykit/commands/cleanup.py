@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,7 @@ from deploykit import (
     version_cleanup,
     zip_cleanup,
 )
-from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.aws import DENIED, AwsFactory, at_once, translate_error
 from deploykit.commands.core import (
     Runtime,
     aws_errors,
@@ -54,6 +54,15 @@ def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
     a dry run's too: its plan would be that other account's (the real run's lock checks it again, asked once)."""
     with aws_errors(env):
         check_account(aws, env)
+
+
+def _then_rerun(failures: Iterable[str], permission: str, command: str, otherwise: str) -> str:
+    """The next step after deletions that failed: ``otherwise``, or, when AWS refused one for access (``Code:
+    message``, a code of :data:`~deploykit.aws.DENIED`), the permission the credentials lack, then ``command`` (a
+    rerun alone would fail alike)."""
+    if any(why.split(":", 1)[0].strip() in DENIED for why in failures):
+        return f"give these credentials {permission} (see README, 'Permissions'), then rerun: {command}"
+    return otherwise
 
 
 def images_cleanup(
@@ -110,7 +119,12 @@ def images_cleanup(
         raise StepFailed(
             f"{len(deletion.failed)} of {len(decision.to_delete)} image(s) of {repository} could not be deleted "
             f"(first: {label}: {deletion.failed[first]})",
-            next_step=f"see the table above, then rerun: inv images.cleanup --env {environment.name}",
+            next_step=_then_rerun(
+                deletion.failed.values(),
+                f"ecr:BatchDeleteImage on repository {repository}",
+                f"inv images.cleanup --env {environment.name}",
+                f"see the table above, then rerun: inv images.cleanup --env {environment.name}",
+            ),
         )
     return decision
 
@@ -174,7 +188,12 @@ def taskdefs_cleanup(
         raise StepFailed(
             f"{len(done.failed)} of {len(decision.to_deregister)} revision(s) of {family} could not be deregistered "
             f"(first: {ecs.revision_name(first)}: {done.failed[first]})",
-            next_step=f"rerun: inv taskdefs.cleanup --env {environment.name} (what was deregistered stays so)",
+            next_step=_then_rerun(
+                done.failed.values(),
+                f"ecs:DeregisterTaskDefinition on {family}",
+                f"inv taskdefs.cleanup --env {environment.name}",
+                f"rerun: inv taskdefs.cleanup --env {environment.name} (what was deregistered stays so)",
+            ),
         )
     return decision
 
@@ -274,7 +293,8 @@ def lambda_cleanup(
         if zips_error is not None:
             data["zips_error"] = zips_error.message
         runtime.stdout.write(dumps(data) + "\n")
-    rerun = f"see the tables above, then rerun: inv lambda.cleanup --env {environment.name}"
+    command = f"inv lambda.cleanup --env {environment.name}"
+    rerun = f"see the tables above, then rerun: {command}"
     for done in (deletion, object_deletion):  # the lock lost: what was done is said above, and the run stops
         if done is not None and done.stopped is not None:
             raise done.stopped
@@ -283,7 +303,9 @@ def lambda_cleanup(
         raise StepFailed(
             f"{len(deletion.failed)} of {len(decision.to_delete)} version(s) could not be deleted "
             f"(first: {name}:{number}: {why})",
-            next_step=rerun,
+            next_step=_then_rerun(
+                deletion.failed.values(), "lambda:DeleteFunction on the functions' versions", command, rerun
+            ),
         )
     if zips_error is not None:
         if deletion is None or not deletion.deleted or zips_error.exit_code == StepFailed.exit_code:
@@ -294,7 +316,12 @@ def lambda_cleanup(
         raise StepFailed(
             f"{len(object_deletion.failed)} of {len(objects.to_delete)} object(s) of s3://{objects.bucket} could not "
             f"be deleted (first: {key}: {why})",
-            next_step=rerun,
+            next_step=_then_rerun(
+                object_deletion.failed.values(),
+                f"s3:DeleteObject on lambda/* and lambda-vendored/* of s3://{objects.bucket}",
+                command,
+                rerun,
+            ),
         )
     return decision
 

@@ -536,6 +536,24 @@ def refuse_after(client: Any, operation: str, calls: int, code: str = "Throttlin
     return made
 
 
+def test_a_deletion_refused_for_access_names_the_permission_missing(world: World) -> None:
+    """BatchDeleteImage refused (AccessDeniedException): the next step said 'rerun', which fails alike; it names the
+    permission the credentials lack. Throttled, it still says rerun (the test after this one)."""
+    runtime = runtime_for(world)
+    dev = load_config(world.config).environment("dev")
+    factory = AwsFactory(dev)
+    runtime.aws_factory = lambda _env: factory
+    refuse_after(factory.client("ecr"), "BatchDeleteImage", 0, "AccessDeniedException")
+    with pytest.raises(StepFailed) as failed:
+        commands.images_cleanup(env="dev", keep=2, runtime=runtime)
+    assert failed.value.message.startswith("3 of 3 image(s) of car-rental-backend could not be deleted (first: ")
+    assert failed.value.next_step == (
+        "give these credentials ecr:BatchDeleteImage on repository car-rental-backend (see README, 'Permissions'), "
+        "then rerun: inv images.cleanup --env dev"
+    )
+    assert len(remaining_tags(world)) == 14
+
+
 def test_a_batch_refused_whole_is_reported_per_image_after_those_deleted(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -552,6 +570,7 @@ def test_a_batch_refused_whole_is_reported_per_image_after_those_deleted(
         commands.images_cleanup(env="dev", keep=2, as_json=True, runtime=runtime)
     assert failed.value.exit_code == 1 and len(made) == 2
     assert failed.value.message.startswith("1 of 3 image(s) of car-rental-backend could not be deleted (first: ")
+    assert failed.value.next_step == "see the table above, then rerun: inv images.cleanup --env dev"
     printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "deleted 2 images, freed" in printed and "; 1 image could not be deleted" in printed
     rows = {line.split()[0]: line for line in printed.splitlines() if "deleted" in line or "FAILED" in line}

@@ -228,6 +228,25 @@ def test_a_revision_that_cannot_be_deregistered_fails_the_run_after_the_others(
     assert active(family) == [1, 2, *range(4, 14)]  # 2 stayed, 3 after it went
 
 
+def test_a_deregistration_refused_for_access_names_the_permission_missing(project: Path, family: AwsFactory) -> None:
+    """DeregisterTaskDefinition refused (AccessDeniedException): the next step said 'rerun', which fails alike; it
+    names the permission the credentials lack."""
+
+    def denied(**_: Any) -> Any:
+        error = {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}
+        return type("Response", (), {"status_code": 400, "headers": {}})(), error
+
+    family.client("ecs").meta.events.register("before-call.ecs.DeregisterTaskDefinition", denied)
+    with pytest.raises(StepFailed) as failed:
+        commands.taskdefs_cleanup(env="dev", keep=10, runtime=runtime(project, family))
+    assert failed.value.message.startswith("2 of 2 revision(s) of car-rental-backend could not be deregistered")
+    assert failed.value.next_step == (
+        "give these credentials ecs:DeregisterTaskDefinition on car-rental-backend (see README, 'Permissions'), "
+        "then rerun: inv taskdefs.cleanup --env dev"
+    )
+    assert active(family) == list(range(1, 14))
+
+
 def test_a_deregistration_with_no_answer_fails_that_revision_and_the_others_go_on(
     project: Path, family: AwsFactory
 ) -> None:

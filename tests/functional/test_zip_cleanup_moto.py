@@ -213,7 +213,10 @@ def test_a_failed_object_deletion_is_reported_and_exits_1(
     with pytest.raises(StepFailed, match=rf"1 of 3 object\(s\) of s3://{BUCKET} could not be deleted") as failed:
         commands.lambda_cleanup(env="dev", keep=2, runtime=later(with_lambdas, factory))
     assert "AccessDenied: Access Denied" in failed.value.message
-    assert failed.value.next_step.startswith("see the tables above, then rerun: inv lambda.cleanup --env dev")
+    assert failed.value.next_step == (
+        f"give these credentials s3:DeleteObject on lambda/* and lambda-vendored/* of s3://{BUCKET} (see README, "
+        "'Permissions'), then rerun: inv lambda.cleanup --env dev"
+    )
     assert there(factory, zips["stray"]) and not there(factory, zips["v2"])
 
 
