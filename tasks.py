@@ -214,21 +214,24 @@ EXIT_GRACE = 10.0  # seconds an interrupted command may take to leave once it ha
 
 def _leave_within(seconds: float) -> None:
     """An interrupted command has said what it left and released its lock: once Python is on its way out, the
-    process ends within ``seconds``. What Python still does then (waiting for threads whose reads nobody needs now,
-    closing connections) may be wedged by where the interrupt landed; past the grace, deploykit says so, prints where
-    each thread stands (for a bug report) and leaves with the interrupt's exit code rather than leave the terminal (or
-    a CI job) hanging. A caller that goes on in the same process (the main thread still running ``seconds`` later)
-    is left alone."""
+    process ends within ``seconds``. What Python still does then (joining pool threads whose reads nobody needs now,
+    the atexit work, closing connections) may be wedged by where the interrupt landed; past the grace, deploykit says
+    so, prints where each thread stands (for a bug report) and leaves with the interrupt's exit code rather than leave
+    the terminal (or a CI job) hanging. The way out is seen beginning from threading's own exit hooks, which run before
+    Python joins any thread (``concurrent.futures``' executors included: theirs were registered first, so run after
+    ours). A caller that goes on in the same process (Python not on its way out ``seconds`` later) is left alone."""
 
     sys.stdout.flush()  # what the command printed (its --json) is out before anything could wedge
     sys.stderr.flush()
+    leaving = threading.Event()
+    try:  # threading's exit hooks run in reverse order of registration: this one before the executors' joins
+        threading._register_atexit(leaving.set)  # type: ignore[attr-defined]  # private since 3.9, used by concurrent.futures
+    except (AttributeError, RuntimeError):  # no such hook (another Python), or Python is already on its way out
+        leaving.set()
 
     def leave() -> None:
-        deadline = time.monotonic() + seconds
-        while threading.main_thread().is_alive():  # until Python is on its way out (threading's shutdown began)
-            if time.monotonic() > deadline:
-                return  # a caller in the same process goes on (a script, a test): not ours to end
-            time.sleep(0.05)
+        if not leaving.wait(seconds):
+            return  # a caller in the same process goes on (a script, a test): not ours to end
         time.sleep(seconds)
         said = f"⚠️  deploykit took more than {seconds:g}s to exit after the interrupt: leaving now; where its threads "
         os.write(2, (said + "stood (please report it):\n").encode())  # not through sys.stderr, whose lock may be held

@@ -68,6 +68,28 @@ def test_an_interrupted_task_whose_exit_is_wedged_leaves_after_the_grace_saying_
     assert " in _shutdown\n" in err  # where Python's way out stood: waiting for that thread
 
 
+# a pool's worker in a read that never answers (an AWS that accepts connections and says nothing): Python's way out
+# joins the pool's threads (concurrent.futures' own exit hook) before it marks the main thread stopped
+WEDGED_POOL = """
+from concurrent.futures import ThreadPoolExecutor
+
+def wedged_pool_read():
+    threading.Event().wait()
+
+ThreadPoolExecutor(max_workers=1).submit(wedged_pool_read)
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_task_whose_pool_worker_hangs_leaves_after_the_grace(tmp_path: Path) -> None:
+    err, seconds = interrupted(tmp_path, signal.SIGTERM, setup=WEDGED_POOL)
+    assert 1 <= seconds < 10, err
+    assert "❌ interrupted during roll-service (demo)" in err
+    assert "⚠️  deploykit took more than 1s to exit after the interrupt: leaving now; where its threads stood" in err
+    assert " in wedged_pool_read\n" in err
+    assert " in _python_exit\n" in err  # concurrent.futures' exit hook, joining the pool's worker
+
+
 def interrupted(tmp_path: Path, signum: int, setup: str) -> tuple[str, float]:
     """The demo task run in a process of its own, ``setup`` run first, stopped by ``signum`` once it is in its step:
     its stderr and the seconds from the signal to its end (exit 130 asserted)."""
