@@ -97,9 +97,10 @@ MARKS = {"refused": "🛑", "failed": "❌", "interrupted": "⚠️"}  # how a d
 
 
 def how_it_ended(report: Mapping[str, Any]) -> str:
-    """``refused`` or ``failed``: a failed run's report (exit code 2: a guard or bad input stopped the run, and the
-    step that refused changed nothing)."""
-    return "refused" if (report.get("error") or {}).get("exit_code") == 2 else "failed"
+    """``refused``, ``interrupted`` or ``failed``: a failed run's report (exit code 2: a guard or bad input stopped the
+    run, and the step that refused changed nothing; 130: Ctrl-C or SIGTERM, a cancelled CI job, stopped it)."""
+    code = (report.get("error") or {}).get("exit_code")
+    return {2: "refused", 130: "interrupted"}.get(code, "failed") if isinstance(code, int) else "failed"
 
 
 def failed_step(report: Mapping[str, Any]) -> str:

@@ -15,7 +15,8 @@ On a laptop the variable is not set and the plugin does nothing. Another CI's pa
 In GitHub Actions (``$GITHUB_ACTIONS`` is ``true``) a deployment that failed or was refused, before its first step
 or at one, and a smoke run that failed also print a workflow command, ``::error title=...::message``, on stderr:
 the runner reads those on stderr as on stdout in a ``run:`` step, and shows the error on the run's page and in the
-pull request's checks.
+pull request's checks. A deployment interrupted at a step (Ctrl-C, or SIGTERM from a cancelled job: exit 130) is a
+``::warning`` of what it left instead (one interrupted before its first step changed nothing, and prints none).
 
 A file that cannot be written is said on stderr and fails nothing.
 """
@@ -128,8 +129,9 @@ def not_run_markdown(report: Mapping[str, Any], who: str) -> str:
 CHECK_ICONS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭ skipped"}
 
 
-def annotation(title: str, message: str) -> str:
-    """A GitHub Actions workflow command for an error annotation: ``::error title=TITLE::MESSAGE``, each escaped as
+def annotation(title: str, message: str, level: str = "error") -> str:
+    """A GitHub Actions workflow command for an annotation: ``::error title=TITLE::MESSAGE`` (``level``: ``error``
+    or ``warning``), each escaped as
     the runner unescapes it (``%``, CR and LF in both; ``:`` and ``,`` in the title, a property); a control character
     (an escape sequence an app answered with, in a check's detail) written as its escape, as everything deploykit
     prints is (the command itself is written as it is: GuardedStream.command)."""
@@ -137,7 +139,7 @@ def annotation(title: str, message: str) -> str:
     def data(text: str) -> str:
         return escaped_controls(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
-    return f"::error title={data(title).replace(':', '%3A').replace(',', '%2C')}::{data(message)}\n"
+    return f"::{level} title={data(title).replace(':', '%3A').replace(',', '%2C')}::{data(message)}\n"
 
 
 def smoke_markdown(report: Mapping[str, Any], who: str) -> str:
@@ -202,8 +204,11 @@ class Summary:
     @hookimpl
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
         self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error, self._commit_url()))
+        what = how_it_ended(report)
         self._annotate(
-            f"deploykit: {report.get('title')} to {env} {how_it_ended(report)} at {failed_step(report)}", error
+            f"deploykit: {report.get('title')} to {env} {what} at {failed_step(report)}",
+            error,
+            "warning" if what == "interrupted" else "error",  # a cancelled job: what it left, not a failure of its own
         )
 
     @hookimpl
@@ -227,11 +232,11 @@ class Summary:
         """Where GitHub shows a commit of the job's repository, the SHA to append ("" outside GitHub Actions)."""
         return github_commit_url(self.environ)
 
-    def _annotate(self, title: str, message: str) -> None:
-        """An error annotation, in GitHub Actions only (see the module's doc)."""
+    def _annotate(self, title: str, message: str, level: str = "error") -> None:
+        """An annotation, in GitHub Actions only (see the module's doc)."""
         if self.annotations and self.environ.get("GITHUB_ACTIONS") == "true":
             out = self.stderr or sys.stderr
-            getattr(out, "command", out.write)(annotation(title, message))  # as it is: deploykit's own command
+            getattr(out, "command", out.write)(annotation(title, message, level))  # as it is: deploykit's own command
             out.flush()
 
     def _write(self, text: str) -> None:

@@ -87,8 +87,8 @@ def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Notifier, Sent, io.S
 class Works(Step):
     name = "build"
 
-    def __init__(self, status: str = "done", fail: bool = False, refuse: bool = False) -> None:
-        self.status, self.fail, self.refuse = status, fail, refuse
+    def __init__(self, status: str = "done", fail: bool = False, refuse: bool = False, stop: bool = False) -> None:
+        self.status, self.fail, self.refuse, self.stop = status, fail, refuse, stop
 
     def describe(self) -> str:
         return "build"
@@ -98,6 +98,8 @@ class Works(Step):
             raise StepFailed("the image did not build: no space left", next_step="free disk space, then rerun")
         if self.refuse:
             raise UsageError("the Docker engine is not running", next_step="start it, then rerun")
+        if self.stop:
+            raise KeyboardInterrupt  # Ctrl-C, or the task's SIGTERM (a cancelled CI job)
         return Outcome.done("built") if self.status == "done" else Outcome.skipped("cached")
 
     def inputs(self) -> dict[str, object]:
@@ -139,6 +141,16 @@ def test_a_deploy_and_a_failure_are_announced_through_the_executor(chat: tuple[N
     deploy(notifier, cfg, refuse=True)  # exit 2: stopped before it changed anything, said as such
     assert notifier.flush()
     assert sent.texts[-1][1].startswith("🛑 dev: deploy.auto by ana@laptop refused at build after ")
+
+
+def test_a_deploy_interrupted_at_a_step_is_announced_as_interrupted(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    """Exit 130 (Ctrl-C, a cancelled CI job) was announced "❌ failed", as a step's failure is."""
+    notifier, sent, _ = chat
+    deploy(
+        notifier, config(webhook_env="TEST_CHAT_WEBHOOK"), stop=True
+    )  # exit 130: the executor ends the plan, its report says so
+    assert notifier.flush()
+    assert sent.texts[-1][1].startswith("⚠️ dev: deploy.auto by ana@laptop interrupted at build after ")
 
 
 def test_the_start_of_a_deploy_lists_the_commits_it_takes_live(chat: tuple[Notifier, Sent, io.StringIO]) -> None:

@@ -34,6 +34,7 @@ class Works(Step):
     name = "deploy-stack"
     fail: bool = False
     refuse: bool = False
+    stop: bool = False
     changes: tuple[str, ...] = ()
 
     def describe(self) -> str:
@@ -44,6 +45,8 @@ class Works(Step):
             raise StepFailed("the stack did not update: a | b", next_step="read its events, then rerun")
         if self.refuse:
             raise UsageError("the Docker engine is not running", next_step="start it, then rerun")
+        if self.stop:
+            raise KeyboardInterrupt  # Ctrl-C, or the task's SIGTERM (a cancelled CI job)
         return Outcome("done", "CarRentalApiStack: updated in 0.7s | 2 outputs", changes=self.changes)
 
     def inputs(self) -> dict[str, object]:
@@ -203,6 +206,20 @@ def test_in_github_actions_a_failure_is_an_error_annotation_too(tmp_path: Path) 
         quiet = io.StringIO()
         deploy(Summary(stderr=quiet, environ=environ), config(**settings), Works(fail=True))
         assert quiet.getvalue() == ""
+
+
+def test_a_deployment_interrupted_at_a_step_is_said_as_one_and_a_warning_annotation(tmp_path: Path) -> None:
+    """Exit 130 (Ctrl-C, a cancelled CI job) was headed "❌ failed" on the page, with an ::error annotation."""
+    page, stderr = tmp_path / "page.md", io.StringIO()
+    summary = Summary(
+        stderr=stderr, who=lambda: "ci", environ={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(page)}
+    )
+    deploy(summary, config(), Works(stop=True))  # exit 130: the executor ends the plan, its report says so
+    assert page.read_text(encoding="utf-8").startswith(
+        "### ⚠️ `dev` · deploy.auto by ci · interrupted at `deploy-stack`"
+    )
+    (line,) = stderr.getvalue().splitlines()
+    assert line.startswith("::warning title=deploykit%3A deploy.auto to dev interrupted at deploy-stack::interrupted ")
 
 
 def test_an_annotation_is_escaped_as_the_runner_reads_it() -> None:
