@@ -343,39 +343,47 @@ def run_plan(
             ctx.gate = partial(_still_as_planned, reading, env, planned_from)
         if lease is not None:  # a deploy whose lock was broken or taken over stops before its next step
             ctx.holding = lease.check
+        # a failed run is told to the plugins once its message is settled: what was put back, or how to (recover),
+        # as the command says it; before a rollback's own run, which they hear of after it
+        executor = Executor(ctx, _translator(env), tell_failure=False)
         try:
-            _PLAN_RAN.set(True)
-            report = Executor(ctx, _translator(env)).execute(plan)
-            if lease is not None and report.error is None:  # lost during its last step: what it recorded as live
-                try:  # may no longer be (another deploy may hold the lock and have deployed): a failed run, which
-                    lease.check()  # leaves the live record as it is
-                except lock.LockLost as lost:
-                    report.error = lost
-                    runtime.stderr.write(f"❌ {lost.message}\n")
+            try:
+                _PLAN_RAN.set(True)
+                report = executor.execute(plan)
+                if lease is not None and report.error is None:  # lost during its last step: what it recorded as live
+                    try:  # may no longer be (another deploy may hold the lock and have deployed): a failed run, which
+                        lease.check()  # leaves the live record as it is
+                    except lock.LockLost as lost:
+                        report.error = lost
+                        runtime.stderr.write(f"❌ {lost.message}\n")
+            finally:
+                live = reading.result() if reading else None
+            if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back
+                raise report.error
+            if report.error is not None:
+                report.error.heard = True  # the plugins are told of the run and its failure (tell_failed)
+            before = {c: v.get("sha") for c, v in live.items()} if live else {}
+            if isinstance(report.error, Interrupted) and any(before.values()):
+                shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
+                report.error.message += f"; live before this run: {shown}"
+            if plan.changes_live:
+                with shielded():  # a Ctrl-C now stops the command once the run is recorded, not half way through
+                    unkept = _record(runtime, config, aws, env, plan, report, before, live)
+                if unkept and report.ok and plan.rollback:
+                    report.error = _unrecorded_rollback(env, plan, unkept)
+            if report.error is not None and rollback is not None and not isinstance(report.error, lock.LockLost):
+                report.rollback = recover(
+                    runtime, ctx, report, before, live, rollback=rollback, tell=executor.tell_failed
+                )  # not without the lock
+            if report.error is not None:
+                roles = rollbacks.changed_stacks(report, env)
+                if roles:
+                    back = ", ".join(f"inv rollback --env {env.name} --component stack:{role}" for role in roles)
+                    report.error.next_step = "; ".join(
+                        filter(None, (report.error.next_step, f"if a stack change of this run broke it: {back}"))
+                    )
         finally:
-            live = reading.result() if reading else None
-        if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back
-            raise report.error
-        if report.error is not None:
-            report.error.heard = True  # the executor told the plugins of the run and its failure
-        before = {c: v.get("sha") for c, v in live.items()} if live else {}
-        if isinstance(report.error, Interrupted) and any(before.values()):
-            shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
-            report.error.message += f"; live before this run: {shown}"
-        if plan.changes_live:
-            with shielded():  # a Ctrl-C now stops the command once the run is recorded, not half way through
-                unkept = _record(runtime, config, aws, env, plan, report, before, live)
-            if unkept and report.ok and plan.rollback:
-                report.error = _unrecorded_rollback(env, plan, unkept)
-        if report.error is not None and rollback is not None and not isinstance(report.error, lock.LockLost):
-            report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)  # not without the lock
-        if report.error is not None:
-            roles = rollbacks.changed_stacks(report, env)
-            if roles:
-                back = ", ".join(f"inv rollback --env {env.name} --component stack:{role}" for role in roles)
-                report.error.next_step = "; ".join(
-                    filter(None, (report.error.next_step, f"if a stack change of this run broke it: {back}"))
-                )
+            executor.tell_failed()
     extra, after = then(report) if then is not None and report.error is None else ({}, None)
     if as_json:
         runtime.stdout.write(dumps(report.to_json() | extra) + "\n")
@@ -574,10 +582,13 @@ def recover(
     live: dict[str, dict[str, str]] | None = None,
     *,
     rollback: bool,
+    tell: Callable[[], None] = lambda: None,
 ) -> RunReport | None:
     """After a failed deploy: put back what it replaced (:func:`deploykit.rollback.undo_plan`: after any step failure,
     ``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
-    is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was."""
+    is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was.
+    ``tell``: tells the plugins of the failed run (Executor.tell_failed), called before a rollback runs; else its
+    caller tells them once the message is settled."""
     env, error = ctx.env, report.error
     assert error is not None
     try:
@@ -626,6 +637,7 @@ def recover(
         return None
     for note in undo.notes:
         runtime.stderr.write(f"↩️  {note}\n")
+    tell()  # the failure first, then the rollback's own run
     runtime.stderr.write(f"\n⏪ {undo.plan.title}: putting back what this deploy replaced ({replaced})\n")
     undone = Executor(ctx, _translator(env)).execute(undo.plan)
     if undo.plan.deploys:

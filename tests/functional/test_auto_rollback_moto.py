@@ -7,10 +7,12 @@ itself, as ECS does. Everything else — registering, rolling, the history, the 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,9 @@ from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
+from deploykit.hookspecs import hookimpl
 from deploykit.plan import Context, Outcome
+from deploykit.plugins import get_plugin_manager
 from deploykit.watch import AlarmJudge
 from tests.conftest import git
 from tests.functional import test_rollback_moto as rollback_tests
@@ -105,6 +109,55 @@ def test_no_rollback_leaves_the_failed_release_in_place_and_says_how_to_put_it_b
     assert failed.value.next_step.endswith("; what it wrote: inv logs --env dev --since 15m")
     assert service_image(factory)[1] == f"{URI}:{release}"
     assert deployed.live()["app"]["sha"] == C  # a failed deploy never becomes the live record
+
+
+class Heard:
+    """A plugin that keeps what it hears of each deployment, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    @hookimpl
+    def deploykit_deployment_started(self, env: str, plan: dict[str, Any]) -> None:
+        self.events.append(("started", str(plan.get("title")), ""))
+
+    @hookimpl
+    def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
+        self.events.append(("failed", str(report.get("title")), error))
+
+
+def hearing(project: Path, factory: AwsFactory, heard: Heard) -> commands.Runtime:
+    return dataclasses.replace(
+        runtime(project, factory),
+        plugins_factory=lambda: get_plugin_manager(entry_points=[], extra=[("heard", heard)], environ={}),
+    )
+
+
+def test_with_no_rollback_the_plugins_hear_the_failure_as_the_command_says_it(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str
+) -> None:
+    """The chat and the job's page said the step's "fix the release", not what was left in place and how to put it
+    back (the command's own message, settled after the run)."""
+    heard = Heard()
+    with pytest.raises(StepFailed) as failed:
+        commands.app_chain(STAGES, env="dev", rollback=False, runtime=hearing(project, factory, heard))
+    (event,) = [e for e in heard.events if e[0] == "failed"]
+    assert event[2] == str(failed.value)
+    assert f"left in place for debugging (--no-rollback): app (was {C})" in event[2]
+    assert f"→ next: put back what was live: inv rollback --env dev --component app --to {C}" in event[2]
+
+
+def test_the_plugins_hear_of_the_failure_before_the_automatic_rollback(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str
+) -> None:
+    heard = Heard()
+    with pytest.raises(StepFailed):
+        commands.app_chain(STAGES, env="dev", runtime=hearing(project, factory, heard))
+    assert [e[:2] for e in heard.events] == [
+        ("started", "register-taskdef → roll-service → wait-healthy"),
+        ("failed", "register-taskdef → roll-service → wait-healthy"),
+        ("started", "automatic rollback: app"),
+    ]
 
 
 def test_a_circuit_breaker_rollback_is_reported_and_not_repeated(
