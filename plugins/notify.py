@@ -14,8 +14,10 @@ never in the file itself)::
 
 A run that changed nothing is not announced; one from CI links its job (GitHub Actions, GitLab CI, Jenkins, or
 $DEPLOYKIT_RUN_URL). Messages go out from a background thread, so a slow chat never
-slows a deploy; at exit the process waits for the last ones, at most TIMEOUT seconds. A message the chat refuses
-(or a variable that is not set) is said on stderr and fails nothing.
+slows a deploy; each POST has TIMEOUT seconds in all (a chat that answers a byte at a time included), and only the
+first ANSWER_READ bytes of its answer are read; at exit the process waits for the last ones, at most TIMEOUT seconds,
+and says on stderr how many were not sent by then. A message the chat refuses (or a variable that is not set) is
+said on stderr and fails nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ NAME = "notify"
 EVENTS = ("started", "finished", "failed", "freeze", "refused")
 DEFAULT_ON = ("finished", "failed", "freeze")
 KEYS = ("webhook_env", "environments", "on")
-TIMEOUT = 5.0  # seconds for one POST; and at most, at exit, for the messages still queued
+TIMEOUT = 5.0  # seconds for one POST, in all; and at most, at exit, for the messages still queued
+ANSWER_READ = 1024  # bytes of the chat's answer read (its status says whether it took the message)
 SHOWN = 4  # components named in a message; the rest are counted
 
 
@@ -52,7 +55,32 @@ def post(url: str, text: str) -> None:
         url, data=json.dumps({"text": text}).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-        answer.read()
+        answer.read(ANSWER_READ)  # not the whole of an answer that may be anything (200 MB, a byte every 2 s)
+
+
+def within(send: Callable[[str, str], None], seconds: float) -> Callable[[str, str], None]:
+    """``send``, ended after ``seconds`` in all: urllib's timeout bounds each read of the socket, not the POST (a
+    chat answering a byte every 2 s held the sender for ever, every later message behind it). The POST goes on in a
+    thread of its own, left behind (a daemon) when it is late; a ``TimeoutError`` is raised then."""
+
+    def bounded(url: str, text: str) -> None:
+        failure: list[Exception] = []
+
+        def run() -> None:
+            try:
+                send(url, text)
+            except Exception as exc:  # any: said by the sender as its own would be
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="notify-post", daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if thread.is_alive():
+            raise TimeoutError(f"no answer within {seconds:g}s")
+        if failure:
+            raise failure[0]
+
+    return bounded
 
 
 def _why(exc: Exception, variable: str) -> str:
@@ -122,8 +150,9 @@ class Notifier:
         stderr: TextIO | None = None,
         who: Callable[[], str] = actor,
         environ: Mapping[str, str] | None = None,
+        deadline: float = TIMEOUT,
     ) -> None:
-        self.send = send
+        self.send = within(send, deadline)
         self.stderr = stderr
         self.who = who
         self.environ = os.environ if environ is None else environ
@@ -135,6 +164,7 @@ class Notifier:
         self.warned = False
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._unsent: list[str] = []  # queued or being sent, in order (appended here, removed by the worker)
 
     # -- settings ----------------------------------------------------------------------------------------------
 
@@ -244,7 +274,8 @@ class Notifier:
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="notify", daemon=True)
             self._worker.start()
-            atexit.register(self.flush)
+            atexit.register(self.flush_at_exit)
+        self._unsent.append(text)
         self._queue.put(text)
 
     def _run(self) -> None:
@@ -254,6 +285,7 @@ class Notifier:
             except Exception as exc:  # any: the sender must outlive it, or every later message is lost unsaid
                 self._warn(f"the chat did not take a message ({_why(exc, self.variable)}); it was: {text[:80]}")
             finally:
+                self._unsent.remove(text)
                 self._queue.task_done()
         self._queue.task_done()
 
@@ -266,6 +298,18 @@ class Notifier:
         self._queue.put(None)
         worker.join(timeout)
         return not worker.is_alive()
+
+    def flush_at_exit(self, timeout: float = TIMEOUT) -> None:
+        """:meth:`flush`, at the process's exit; the messages not sent by then are said on stderr (the worker, a
+        daemon, ends with the process): how many, and the first."""
+        if self.flush(timeout):
+            return
+        unsent = list(self._unsent)
+        if unsent:
+            many = f"{len(unsent)} message{'s' if len(unsent) > 1 else ''}"
+            self._warn(
+                f"{many} not sent to the chat within {timeout:g}s at exit (dropped); the first: {unsent[0][:80]}"
+            )
 
     def _warn(self, text: str) -> None:
         (self.stderr or sys.stderr).write(f"⚠️  plugin {NAME!r}: {text}\n")

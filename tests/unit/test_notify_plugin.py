@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -282,6 +283,55 @@ def test_a_refused_message_is_said_and_the_next_one_still_goes(chat: tuple[Notif
     assert "secret" not in said  # the webhook URL is a secret: never printed
 
 
+def test_a_chat_that_does_not_answer_in_time_is_given_up_said_and_the_next_message_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chat answering a byte every 2 s held the sender for ever (urllib's timeout is per read), every message
+    after it lost unsaid."""
+    monkeypatch.setenv("TEST_CHAT_WEBHOOK", "https://hooks.example.test/T000/B000/secret")
+    sent, stderr, answer, calls = Sent(), io.StringIO(), threading.Event(), []
+
+    def send(url: str, text: str) -> None:
+        calls.append(text)
+        if len(calls) == 1:
+            answer.wait(30)  # the first: no answer
+            return
+        sent(url, text)
+
+    notifier = Notifier(send=send, stderr=stderr, who=lambda: "ana", environ={}, deadline=0.2)
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK")
+    deploy(notifier, cfg, fail=True)
+    deploy(notifier, cfg)
+    try:
+        assert notifier.flush(5)
+    finally:
+        answer.set()
+    assert [text[:28] for _, text in sent.texts if "deploy.auto by ana in" in text] == ["✅ dev: deploy.auto by ana in"]
+    said = stderr.getvalue()
+    assert "the chat did not take a message (TimeoutError: no answer within 0.2s); it was: ❌ dev: " in said
+    assert "secret" not in said
+
+
+def test_messages_not_sent_by_the_exit_are_said_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait at exit returned False unheard: the deploy's only message dropped, nothing said."""
+    monkeypatch.setenv("TEST_CHAT_WEBHOOK", "https://hooks.example.test/T000/B000/secret")
+    stderr, answer = io.StringIO(), threading.Event()
+    notifier = Notifier(send=lambda _url, _text: answer.wait(30), stderr=stderr, who=lambda: "ana", environ={})
+    deploy(notifier, config(webhook_env="TEST_CHAT_WEBHOOK"), fail=True)
+    try:
+        notifier.flush_at_exit(0.2)
+    finally:
+        answer.set()
+    assert stderr.getvalue().startswith(
+        "⚠️  plugin 'notify': 1 message not sent to the chat within 0.2s at exit (dropped); the first: ❌ dev: "
+        "deploy.auto by ana failed at build after "
+    )
+    quiet = Notifier(send=Sent(), stderr=io.StringIO(), who=lambda: "ana", environ={})
+    deploy(quiet, config(webhook_env="TEST_CHAT_WEBHOOK"))
+    quiet.flush_at_exit(5)  # all sent: nothing said
+    assert quiet.stderr is not None and quiet.stderr.getvalue() == ""
+
+
 def test_a_send_failing_otherwise_is_said_without_the_url_and_the_sender_goes_on(
     chat: tuple[Notifier, Sent, io.StringIO],
 ) -> None:
@@ -410,6 +460,36 @@ def test_post_sends_the_text_as_json_and_a_refusal_raises(
     assert got == [("/hooks/T000", "application/json", {"text": "✅ dev: deploy.auto"})]
     with pytest.raises(OSError, match="404"):
         notify.post(f"{base}/gone", "x")
+
+
+def test_post_reads_only_the_start_of_the_answer() -> None:
+    """An answer of 200 MB was read whole (in memory) before the next message; one that says it is long and stops
+    held the sender until urllib's timeout, and was said as a failure."""
+
+    class Long(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(200 * 1024 * 1024))
+            self.end_headers()
+            self.wfile.write(b"x" * 65536)
+            self.wfile.flush()
+            stop.wait(10)  # the rest never comes
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    stop = threading.Event()
+    server = HTTPServer(("127.0.0.1", 0), Long)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        notify.post(f"http://127.0.0.1:{server.server_port}/hooks/T000", "✅ dev: deploy.auto")
+        assert time.monotonic() - started < 2
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_plugin_as_installed_posts_to_the_chat(
