@@ -257,39 +257,57 @@ def smoke(
     return results
 
 
-def _marked(aws: AwsFactory, environment: EnvConfig) -> tuple[history.History, history.Live] | None:
-    """The environment's history and live record when an entry of it is marked unsmoked (a run without its smoke
-    deployed it); None when none is, or it cannot be read (the smoke is what was asked: it goes on)."""
+def _marked(
+    aws: AwsFactory, environment: EnvConfig
+) -> tuple[history.History, history.Live, history.Record | None] | None:
+    """The environment's history, live record and newest run when an entry of the live record is marked unsmoked
+    (a run without its smoke deployed it); None when none is, or it cannot be read (the smoke is what was asked: it
+    goes on)."""
     try:
         store = history.History.of(aws, environment)
         live = store.live() if store is not None else None
+        if store is None or live is None or not any(history.UNSMOKED in entry for entry in live.values()):
+            return None
+        newest = store.records(1)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
         return None
-    if store is None or live is None or not any(history.UNSMOKED in entry for entry in live.values()):
-        return None
-    return store, live
+    return store, live, newest[0] if newest else None
 
 
 def _clear_marks(
-    runtime: Runtime, aws: AwsFactory, environment: EnvConfig, store: history.History, live: history.Live
+    runtime: Runtime,
+    aws: AwsFactory,
+    environment: EnvConfig,
+    store: history.History,
+    live: history.Live,
+    newest: history.Record | None,
 ) -> None:
-    """Take the unsmoked mark off what the environment runs, a smoke of every check having passed: under its lock,
-    on condition that the live record is still as read before the checks ran (no deploy changed what they checked).
-    What stops it is said; the smoke passed all the same."""
+    """Take the unsmoked mark off what the environment runs, a smoke of every check having passed: only when its
+    newest run (``newest``, read before the checks) worked, so that what serves is what the live record names (a
+    failed deploy, left in place with --no-rollback, writes no live record: the smoke checked its release); under
+    the environment's lock, on condition that no run was recorded and the live record was not written since (no
+    deploy changed what they checked). What stops it is said; the smoke passed all the same."""
     name = environment.name
     marked = ", ".join(sorted(c for c, entry in live.items() if history.UNSMOKED in entry))
     stays = f"the unsmoked mark of {marked} in {name} stays"
+    if newest is None or not newest.ok:
+        ran = f"its newest run ({newest.command}) {newest.result}" if newest else "it has no run recorded"
+        say_warning(
+            runtime, f"{stays}: {ran}, so what serves may not be what its live record names (deploy, then smoke again)"
+        )
+        return
     try:
         with lock.held(aws, environment, "smoke", clock=runtime.clock, warn=partial(say_warning, runtime)):
-            cleared = store.clear_unsmoked(live)
+            again = store.records(1)
+            cleared = bool(again) and again[0].id == newest.id and store.clear_unsmoked(live)
     except lock.LockHeld as exc:
         say_warning(runtime, f"{stays}: {exc.message} (smoke again once it is done)")
         return
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
-        say_warning(runtime, f"{stays}: its live record could not be written ({exc})")
+        say_warning(runtime, f"{stays}: its history could not be read or written ({exc})")
         return
     if not cleared:
-        say_warning(runtime, f"{stays}: a deploy wrote its live record while the checks ran (smoke again)")
+        say_warning(runtime, f"{stays}: a deploy ran while the checks ran (smoke again)")
         return
     runtime.stderr.write(
         f"🏷  {marked}, deployed in {name} without its smoke, passed this one: the unsmoked mark is taken off "

@@ -324,14 +324,18 @@ def test_a_smoke_refused_leaves_no_folder_behind(deployed: Path, tmp_path: Path)
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("meanwhile", ["nothing", "locked", "deployed", "only", "failed"])
+@pytest.mark.parametrize(
+    "meanwhile",
+    ["nothing", "locked", "deployed", "only", "failed", "left in place", "failed meanwhile", "nothing marked"],
+)
 def test_a_smoke_of_every_check_takes_the_unsmoked_mark_off_what_the_environment_runs(
     deployed: Path, meanwhile: str
 ) -> None:
     """What a run without its smoke deployed is marked until a smoke passes there (a promotion does not take it):
     inv smoke of every check passing proves it too, and takes the mark off under the environment's lock; not while a
     deploy holds the lock, nor when one wrote the live record while the checks ran, nor by a smoke of some checks
-    (--only) or one that failed."""
+    (--only) or one that failed; nor when a failed deploy (which writes no live record) left its release in place
+    (--no-rollback) or ran while the checks did: they checked another release than the live record names."""
     import boto3
 
     from deploykit import history, lock
@@ -345,13 +349,26 @@ def test_a_smoke_of_every_check_takes_the_unsmoked_mark_off_what_the_environment
     assert store is not None
     rolled = [StepRecord("roll-service", "roll", "done", 1.0)]
 
-    def write(command: str, components: dict[str, str]) -> None:
-        run = RunReport(Plan("dev", (), command), rolled, 1.0)  # no smoke step: --no-smoke
+    def write(command: str, components: dict[str, str], failed: bool = False) -> None:
+        error = StepFailed("wait-healthy failed", next_step="look") if failed else None
+        run = RunReport(Plan("dev", (), command), rolled, 1.0, error)  # no smoke step: --no-smoke
         store.write(history.record_of(run, components=components, base={}, head="a" * 12, who="ana@laptop"))
 
     write("deploy.app", {"app": "a" * 12, "lambda:login_handler": "b" * 12})
-    landing = partial(write, "deploy.lambda", {"lambda:x": "c" * 12})  # a run of another part, as the checks run
-    checks = AppChecks(fail=meanwhile == "failed", during=landing if meanwhile == "deployed" else None)
+    if meanwhile == "nothing marked":  # a later run's smoke passed: nothing to take off, nothing said
+        run = RunReport(Plan("dev", (), "deploy.auto"), [StepRecord("smoke", "checks", "done", 1.0)], 1.0)
+        store.write(history.record_of(run, components={"stack:api": "e" * 12}, base={}, head="e" * 12, who="bo"))
+        rt = runtime(deployed, ("app", AppChecks()))
+        commands.smoke(env="dev", runtime=rt)
+        assert "unsmoked" not in rt.stderr.getvalue() and "🏷" not in rt.stderr.getvalue()  # type: ignore[attr-defined]
+        return
+    if meanwhile == "left in place":  # deploy.app --no-rollback of dddd failed: dddd serves, the live record says aaaa
+        write("deploy.app", {"app": "d" * 12}, failed=True)
+    landing = {  # a run of another part as the checks run; a failed one writes its record alone
+        "deployed": partial(write, "deploy.lambda", {"lambda:x": "c" * 12}),
+        "failed meanwhile": partial(write, "deploy.app", {"app": "d" * 12}, failed=True),
+    }.get(meanwhile)
+    checks = AppChecks(fail=meanwhile == "failed", during=landing)
     rt = runtime(deployed, ("app", checks))
     if meanwhile == "locked":
         env_lock = lock.EnvLock.of(AwsFactory(env), env)
@@ -376,10 +393,15 @@ def test_a_smoke_of_every_check_takes_the_unsmoked_mark_off_what_the_environment
     assert marked == ["app", "lambda:login_handler", *landed] and "🏷" not in said
     if meanwhile == "locked":
         assert "⚠️  the unsmoked mark of app, lambda:login_handler in dev stays: " in said and "deploy.auto" in said
-    if meanwhile == "deployed":
+    if meanwhile in ("deployed", "failed meanwhile"):
         assert (
-            "⚠️  the unsmoked mark of app, lambda:login_handler in dev stays: a deploy wrote its live record while "
-            "the checks ran (smoke again)\n"
+            "⚠️  the unsmoked mark of app, lambda:login_handler in dev stays: a deploy ran while the checks ran (smoke "
+            "again)\n"
+        ) in said
+    if meanwhile == "left in place":
+        assert (
+            "⚠️  the unsmoked mark of app, lambda:login_handler in dev stays: its newest run (deploy.app) failed, so "
+            "what serves may not be what its live record names (deploy, then smoke again)\n"
         ) in said
     if meanwhile in ("only", "failed"):
         assert "unsmoked mark" not in said
