@@ -676,14 +676,15 @@ class Executor:
         ctx: Context,
         translate: Callable[[Exception], DeployKitError | None] = lambda _exc: None,
         *,
-        tell_failure: bool = True,
+        tell_end: bool = True,
     ) -> None:
         self.ctx = ctx
         self.translate = translate
         self._held: list[tuple[str, dict[str, Any]]] | None = None  # notifications held back until the gate
-        # False: a failed run is told by tell_failed, once its caller has settled its error (what was put back, or
-        # how to: commands.recover), so that the plugins say what the command says
-        self.tell_failure = tell_failure
+        # False: how the run ended is told by tell_end, once its caller has settled it (a lock found lost after the
+        # last step fails a run that worked; what was put back, or how to: commands.recover), so that the plugins
+        # say what the command says
+        self.tell_end = tell_end
         self._untold: RunReport | None = None
 
     def execute(self, plan: Plan) -> RunReport:
@@ -804,12 +805,9 @@ class Executor:
             return report
         try:
             self._release()  # a run that never reached its gate (artifacts only, or failed before it) is told whole
-            if error is None:
-                self._notify("deploykit_deployment_finished", env=plan.env, report=report.to_json())
-            elif self.tell_failure:
-                self._notify("deploykit_deployment_failed", env=plan.env, report=report.to_json(), error=str(error))
-            else:
-                self._untold = report
+            self._untold = report
+            if self.tell_end:
+                self._tell(report)
         except KeyboardInterrupt:  # the run has ended: it is recorded, and put back when it failed, as it ended (a
             # plugin's hook cut short by Ctrl-C, a CI job's SIGTERM, must not leave it unrecorded)
             out.line(
@@ -818,20 +816,28 @@ class Executor:
             )
         return report
 
-    def tell_failed(self) -> None:
-        """Tell the plugins of the failed run :meth:`execute` kept untold (``tell_failure=False``), with its report
-        and error as they stand now; once (nothing when it was told, or did not fail)."""
-        report, self._untold = self._untold, None
-        if report is None or report.error is None:
+    def tell_ended(self) -> None:
+        """Tell the plugins how the run :meth:`execute` kept untold (``tell_end=False``) ended, its report and error
+        as they stand now; once (nothing when it was told)."""
+        report = self._untold
+        if report is None:
             return
         try:
-            self._notify(
-                "deploykit_deployment_failed", env=report.plan.env, report=report.to_json(), error=str(report.error)
-            )
+            self._tell(report)
         except KeyboardInterrupt:  # as in execute: the run has ended, and ends as it did
             self.ctx.reporter.line(
-                "⚠️  interrupted while the plugins heard how the run ended (some may not have): the run failed, and "
-                "ends as it did"
+                "⚠️  interrupted while the plugins heard how the run ended (some may not have): the run "
+                f"{'failed' if report.error else 'worked'}, and ends as it did"
+            )
+
+    def _tell(self, report: RunReport) -> None:
+        """deploykit_deployment_finished, or _failed with its error: once, however it ends."""
+        self._untold = None
+        if report.error is None:
+            self._notify("deploykit_deployment_finished", env=report.plan.env, report=report.to_json())
+        else:
+            self._notify(
+                "deploykit_deployment_failed", env=report.plan.env, report=report.to_json(), error=str(report.error)
             )
 
     def _step_finished(self, plan: Plan, record: StepRecord) -> None:

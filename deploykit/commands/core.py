@@ -343,9 +343,10 @@ def run_plan(
             ctx.gate = partial(_still_as_planned, reading, env, planned_from)
         if lease is not None:  # a deploy whose lock was broken or taken over stops before its next step
             ctx.holding = lease.check
-        # a failed run is told to the plugins once its message is settled: what was put back, or how to (recover),
-        # as the command says it; before a rollback's own run, which they hear of after it
-        executor = Executor(ctx, _translator(env), tell_failure=False)
+        # how the run ended is told to the plugins once it is settled (a lock found lost after the last step fails a
+        # run that worked; what was put back, or how to: recover), as the command says it; before a rollback's own
+        # run, which they hear of after it
+        executor = Executor(ctx, _translator(env), tell_end=False)
         try:
             try:
                 _PLAN_RAN.set(True)
@@ -361,7 +362,7 @@ def run_plan(
             if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back
                 raise report.error
             if report.error is not None:
-                report.error.heard = True  # the plugins are told of the run and its failure (tell_failed)
+                report.error.heard = True  # the plugins are told of the run and its failure (tell_ended)
             before = {c: v.get("sha") for c, v in live.items()} if live else {}
             if isinstance(report.error, Interrupted) and any(before.values()):
                 shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
@@ -373,7 +374,7 @@ def run_plan(
                     report.error = _unrecorded_rollback(env, plan, unkept)
             if report.error is not None and rollback is not None and not isinstance(report.error, lock.LockLost):
                 report.rollback = recover(
-                    runtime, ctx, report, before, live, rollback=rollback, tell=executor.tell_failed
+                    runtime, ctx, report, before, live, rollback=rollback, tell=executor.tell_ended
                 )  # not without the lock
             if report.error is not None:
                 roles = rollbacks.changed_stacks(report, env)
@@ -383,7 +384,7 @@ def run_plan(
                         filter(None, (report.error.next_step, f"if a stack change of this run broke it: {back}"))
                     )
         finally:
-            executor.tell_failed()
+            executor.tell_ended()
     extra, after = then(report) if then is not None and report.error is None else ({}, None)
     if as_json:
         runtime.stdout.write(dumps(report.to_json() | extra) + "\n")
@@ -587,7 +588,7 @@ def recover(
     """After a failed deploy: put back what it replaced (:func:`deploykit.rollback.undo_plan`: after any step failure,
     ``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
     is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was.
-    ``tell``: tells the plugins of the failed run (Executor.tell_failed), called before a rollback runs; else its
+    ``tell``: tells the plugins of the failed run (Executor.tell_ended), called before a rollback runs; else its
     caller tells them once the message is settled."""
     env, error = ctx.env, report.error
     assert error is not None

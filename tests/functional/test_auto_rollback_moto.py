@@ -125,6 +125,14 @@ class Heard:
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
         self.events.append(("failed", str(report.get("title")), error))
 
+    @hookimpl
+    def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
+        self.events.append(("finished", str(report.get("title")), ""))
+
+    @hookimpl
+    def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
+        self.events.append(("not run", str(report.get("command")), str(report.get("outcome"))))
+
 
 def hearing(project: Path, factory: AwsFactory, heard: Heard) -> commands.Runtime:
     return dataclasses.replace(
@@ -141,7 +149,8 @@ def test_with_no_rollback_the_plugins_hear_the_failure_as_the_command_says_it(
     heard = Heard()
     with pytest.raises(StepFailed) as failed:
         commands.app_chain(STAGES, env="dev", rollback=False, runtime=hearing(project, factory, heard))
-    (event,) = [e for e in heard.events if e[0] == "failed"]
+    assert [e[0] for e in heard.events] == ["started", "failed"]  # once: not again as a run that did not run
+    event = heard.events[1]
     assert event[2] == str(failed.value)
     assert f"left in place for debugging (--no-rollback): app (was {C})" in event[2]
     assert f"→ next: put back what was live: inv rollback --env dev --component app --to {C}" in event[2]
@@ -157,7 +166,8 @@ def test_the_plugins_hear_of_the_failure_before_the_automatic_rollback(
         ("started", "register-taskdef → roll-service → wait-healthy"),
         ("failed", "register-taskdef → roll-service → wait-healthy"),
         ("started", "automatic rollback: app"),
-    ]
+        ("finished", "automatic rollback: app"),
+    ]  # each once
 
 
 def test_a_circuit_breaker_rollback_is_reported_and_not_repeated(

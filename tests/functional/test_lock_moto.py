@@ -34,7 +34,9 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock, SystemClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, Superseded, UsageError
+from deploykit.hookspecs import hookimpl
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step
+from deploykit.plugins import get_plugin_manager
 from tests.conftest import REPO, git
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.test_cli import inv as cli_inv
@@ -1200,3 +1202,46 @@ def test_a_lock_that_could_not_be_released_says_how_to_free_it_now(bucket: str, 
         pass
     assert len(said) == 1 and said[0].startswith("the deploy lock of 'dev' could not be released (")
     assert said[0].endswith("it expires with its lease (within 10m00s): to free it now, inv unlock --env dev")
+
+
+class Ending:
+    """A plugin that keeps how each deployment ended, as the chat and the job's page hear it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @hookimpl
+    def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
+        self.events.append("finished")
+
+    @hookimpl
+    def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
+        self.events.append(f"failed: {error[:40]}")
+
+    @hookimpl
+    def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
+        self.events.append("not run")
+
+
+def test_a_run_whose_lease_ran_out_in_its_last_step_is_heard_as_failed(
+    bucket: str, project: Path, clock: FakeClock
+) -> None:
+    """The command fails (LockLost, exit 1, the live record left as it was), found after its last step: the plugins
+    heard deploykit_deployment_finished (the chat ✅) and never a failure."""
+
+    @dataclass(frozen=True)
+    class Slow(Probe):
+        def run(self, ctx: Context) -> Outcome:
+            clock.sleep(601)  # past the lease, no renewal between (the fake clock runs no thread)
+            return super().run(ctx)
+
+    ending = Ending()
+    runtime = dataclasses.replace(
+        commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock),
+        plugins_factory=lambda: get_plugin_manager(entry_points=[], extra=[("ending", ending)], environ={}),
+    )
+    config = load_config(project / "deploy.toml")
+    with pytest.raises(lock.LockLost) as lost:
+        commands.run_plan(runtime, config, config.environment("dev"), deploying(Slow()), dry_run=False, as_json=False)
+    assert lost.value.exit_code == 1
+    assert ending.events == [f"failed: {str(lost.value)[:40]}"]
