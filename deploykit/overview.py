@@ -318,11 +318,12 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
             out.append(replace(v, promoted_from=source))
             continue
         here = {x.component: x.sha for x in v.live if x.sha}
-        waiting = {}
-        for x in there.live:
-            if not x.sha or here.get(x.component) == x.sha:
-                continue
-            waiting[x.component] = _waiting(config, x.component, here.get(x.component), x.sha, v.env)
+        differ = [x for x in there.live if x.sha and here.get(x.component) != x.sha]
+        # a few git calls each, side by side (40 functions at 40 commits took 5 s one after the other)
+        waiting = at_once(
+            {x.component: partial(_waiting, config, x.component, here.get(x.component), x.sha, v.env) for x in differ}
+        )
+        for x in differ:
             if waiting[x.component] and x.unsmoked:  # the promotion refuses it unless an earlier run proved the code
                 waiting[x.component] += f", deployed in {source} without its smoke"
         out.append(replace(v, promoted_from=source, waiting={c: w for c, w in waiting.items() if w}))
