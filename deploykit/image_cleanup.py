@@ -351,7 +351,9 @@ def may_share(target: EnvConfig, env: EnvConfig) -> bool:
 def _shares(aws: AwsFactory, target_aws: AwsFactory) -> bool | None:
     """Whether the environment of ``aws`` holds its images in the target's repository: :func:`may_share`, and the same
     account (both pinned so in deploy.toml, or its credentials' account the target's); None when that cannot be told
-    (its credentials cannot be had: another account's, most often), a failure AWS only had for now raised."""
+    (its credentials cannot be had: another account's, most often). A failure AWS only had for now (throttled, a 5xx)
+    is raised as it is: the caller's :func:`_stop_when_transient` stops the cleanup on it (a StepFailed raised here
+    would be caught there as the environment's failure, and the environment skipped)."""
     target, env = target_aws.env, aws.env
     if not may_share(target, env):
         return False
@@ -360,7 +362,8 @@ def _shares(aws: AwsFactory, target_aws: AwsFactory) -> bool | None:
     try:
         return aws.account() == target_aws.account()
     except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
-        _stop_when_transient(exc, target, env)
+        if is_transient(exc):
+            raise
         return None
 
 

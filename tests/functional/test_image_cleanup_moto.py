@@ -710,3 +710,64 @@ def test_credentials_of_another_account_than_deploy_toml_pins_are_refused_dry_ru
     )
     assert runtime.stderr.getvalue() == ""  # type: ignore[attr-defined]
     assert len(remaining_tags(world)) == 14
+
+
+def staging_without_credentials(code: str, status: int, event: str = "before-call") -> Any:
+    """Each environment's AWS (moto's), every call of staging's (its STS GetCallerIdentity first; those ``event``
+    names) answering ``code`` with HTTP ``status``, as AWS does after the SDK's retries."""
+
+    def factory(env: EnvConfig) -> AwsFactory:
+        if env.name != "staging":
+            return AwsFactory(env)
+        session = new_session(region_name=REGION)
+
+        def answer(**_: Any) -> Any:
+            error = {"Error": {"Code": code, "Message": "refused"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+            return type("Response", (), {"status_code": status, "headers": {}})(), error
+
+        session.events.register(event, answer)  # copied into each client the session makes
+        return AwsFactory(env, session=session)
+
+    return factory
+
+
+def test_an_environment_pinned_to_the_targets_account_shares_it_though_its_credentials_cannot_be_had(
+    world: World,
+) -> None:
+    """deploy.toml pins dev and staging to the same account (and the same repository): they share it, whatever
+    staging's credentials say. Those refused (an expired token: its account() cannot be had), what staging needs is
+    not known: the cleanup stops and nothing is deleted, rather than skipping staging as one of another account."""
+    text = world.config.read_text()
+    head, staging = text.split("[environments.staging]")
+    pin = f'account = "{DEFAULT_ACCOUNT_ID}"\nregion = "'
+    staging = staging.replace('region = "', pin, 1).replace('"CarRental', '"CarRentalStaging')  # stacks of its own
+    world.config.write_text(head.replace('region = "', pin, 1) + "[environments.staging]" + staging)
+    runtime = runtime_for(world)
+    runtime.aws_factory = runtime.peer_aws_factory = staging_without_credentials("ExpiredTokenException", 403)
+    with pytest.raises(StepFailed) as stopped:
+        commands.images_cleanup(env="dev", keep=1, runtime=runtime)
+    assert stopped.value.message.startswith(
+        "what staging, which shares repository car-rental-backend with dev (the same account), needs could not be "
+        "read ("
+    )
+    assert "(the AWS credentials of environment 'staging' have expired)" in stopped.value.message
+    assert stopped.value.message.endswith("): nothing was deleted")
+    assert len(remaining_tags(world)) == 14
+
+
+def test_an_environment_whose_account_aws_throttles_stops_the_cleanup(world: World) -> None:
+    """Nothing pinned: whether staging shares dev's repository is told by its credentials' account (STS), and STS
+    throttles it past the retries (the rest of staging's AWS answers). That it shares it is not ruled out: the
+    cleanup stops (rerun in a while) and nothing is deleted, rather than taking staging for one of another account
+    and leaving what its service runs unread."""
+    runtime = runtime_for(world)
+    refusing = staging_without_credentials("Throttling", 400, "before-call.sts.GetCallerIdentity")
+    runtime.aws_factory = runtime.peer_aws_factory = refusing
+    with pytest.raises(StepFailed) as stopped:
+        commands.images_cleanup(env="dev", keep=1, runtime=runtime)
+    assert stopped.value.message.startswith(
+        "what staging, which may share repository car-rental-backend with dev, needs could not be read ("
+    )
+    assert stopped.value.message.endswith("): nothing was deleted")
+    assert stopped.value.next_step == "rerun in a while: inv images.cleanup --env dev"
+    assert len(remaining_tags(world)) == 14
