@@ -409,6 +409,38 @@ def test_given_the_live_record_read_under_the_lock_the_record_is_written_then_it
     assert list(read) == ["app"]
 
 
+def test_taking_the_unsmoked_mark_off_raises_a_refusal_and_says_false_only_for_a_write_meanwhile(
+    bucket: str, dev_env: EnvConfig
+) -> None:
+    """clear_unsmoked's conditional PutObject: refused (AccessDenied), the error is raised (inv smoke: 'its history
+    could not be read or written (...)'), not taken for a deploy that ran while the checks ran (False); the live
+    record written since the read (PreconditionFailed) is that False. The mark stays either way."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    done = RunReport(Plan("dev", (), "deploy.app"), [StepRecord("roll-service", "roll", "done", 1.0)], 1.0)
+    store.write(history.record_of(done, components={"app": "a" * 12}, base={}, head="a" * 12))
+    before = store.live()
+    assert before["app"].get("unsmoked") == "true"
+
+    def refuse(params: dict[str, Any], **_: Any) -> Any:
+        if not str(params.get("url_path", "")).endswith(store.live_key):
+            return None
+        error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}, "ResponseMetadata": {}}
+        return type("Response", (), {"status_code": 403, "headers": {}})(), error
+
+    store.s3.meta.events.register("before-call.s3.PutObject", refuse)
+    with pytest.raises(ClientError) as refused:
+        store.clear_unsmoked(before)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    store.s3.meta.events.unregister("before-call.s3.PutObject", refuse)
+    assert store.live()["app"].get("unsmoked") == "true"
+
+    store.write(history.record_of(done, components={"app": "b" * 12}, base={}, head="b" * 12))  # a deploy meanwhile
+    assert store.clear_unsmoked(before) is False
+    entry = store.live()["app"]
+    assert (entry["sha"], entry.get("unsmoked")) == ("b" * 12, "true")
+
+
 def test_a_component_deployed_without_its_smoke_is_marked_in_the_live_record_until_a_smoke_passes(
     bucket: str, dev_env: EnvConfig
 ) -> None:

@@ -427,3 +427,33 @@ def test_the_zips_the_code_parameters_of_a_stack_of_the_teams_own_name_stay(
         nightly: ["dev: Jobs's NightlyJobCodeKey"],
     }
     assert nightly not in zip_cleanup.stack_code_keys(factory, dev_env)  # not named in deploy.toml: not read
+
+
+def test_a_key_that_cannot_be_looked_at_again_is_not_deleted_and_is_its_failure(factory: AwsFactory) -> None:
+    """Just before DeleteObjects each key is looked at again (HeadObject): one S3 refuses to show (AccessDenied) may
+    have been renewed by a deploy meanwhile, so it is not deleted, and it is reported as that key's failure; the
+    others go."""
+    s3 = factory.client("s3")
+    s3.create_bucket(Bucket="looked-at", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    objects = []
+    for name in ("a", "b", "c"):
+        key = f"lambda/health_handler/{name * 64}.zip"
+        s3.put_object(Bucket="looked-at", Key=key, Body=name.encode())
+        objects.append(zip_cleanup.Stored(key, 1, datetime.now(UTC), name * 64, "health_handler"))
+    hidden = objects[1].key
+
+    def refuse_hidden(params: dict[str, Any], **_: Any) -> Any:
+        if not str(params.get("url_path", "")).endswith(hidden):  # the request, serialized: /bucket/key
+            return None
+        error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}, "ResponseMetadata": {}}
+        return type("Response", (), {"status_code": 403, "headers": {}})(), error
+
+    s3.meta.events.register("before-call.s3.HeadObject", refuse_hidden)
+    two_days_on = datetime.now(UTC) + timedelta(days=2)  # every object past the grace
+    deletion = zip_cleanup.delete_objects(factory, "looked-at", objects, now=lambda: two_days_on)
+    assert set(deletion.deleted) == {objects[0].key, objects[2].key}
+    assert list(deletion.failed) == [hidden]
+    assert deletion.failed[hidden].startswith("not deleted: it could not be looked at again first (")
+    assert "AccessDenied" in deletion.failed[hidden]
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket="looked-at").get("Contents") or ()]
+    assert left == [hidden]

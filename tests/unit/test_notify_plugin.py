@@ -332,6 +332,35 @@ def test_messages_not_sent_by_the_exit_are_said_on_stderr(monkeypatch: pytest.Mo
     assert quiet.stderr is not None and quiet.stderr.getvalue() == ""
 
 
+def test_the_messages_said_at_exit_are_those_not_sent_the_first_of_them_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy's message sent, then a failed one's the chat does not answer: at exit one message is not sent, the
+    failure's; the one the chat took is neither counted nor named."""
+    monkeypatch.setenv("TEST_CHAT_WEBHOOK", "https://hooks.example.test/T000/B000/secret")
+    sent, stderr, sending, answer = Sent(), io.StringIO(), threading.Event(), threading.Event()
+
+    def send(url: str, text: str) -> None:
+        if text.startswith("❌"):
+            sending.set()
+            answer.wait(30)  # no answer
+            return
+        sent(url, text)
+
+    notifier = Notifier(send=send, stderr=stderr, who=lambda: "ana", environ={})
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK")
+    deploy(notifier, cfg)
+    deploy(notifier, cfg, fail=True)
+    try:
+        assert sending.wait(5), "the worker took the failure's message, the deploy's sent before it"
+        notifier.flush_at_exit(0.2)
+    finally:
+        answer.set()
+    assert [text[:28] for _, text in sent.texts] == ["✅ dev: deploy.auto by ana in"]
+    assert stderr.getvalue().startswith(
+        "⚠️  plugin 'notify': 1 message not sent to the chat within 0.2s at exit (dropped); the first: ❌ dev: "
+        "deploy.auto by ana failed at build after "
+    )
+
+
 def test_a_send_failing_otherwise_is_said_without_the_url_and_the_sender_goes_on(
     chat: tuple[Notifier, Sent, io.StringIO],
 ) -> None:
