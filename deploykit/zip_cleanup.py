@@ -315,7 +315,7 @@ def _modified(s3: Any, bucket: str, key: str) -> datetime | str | None:
     try:
         return s3.head_object(Bucket=bucket, Key=key)["LastModified"]  # type: ignore[no-any-return]
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+        if is_not_there(exc):
             return None
         return answered(exc)
     except BotoCoreError as exc:
